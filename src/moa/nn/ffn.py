@@ -1,0 +1,223 @@
+"""Feed-forward blocks: fixed σ, learnable activations (LA) and mixture of activations (MoA).
+
+Notation follows the paper (MOA.md §1). Bias-free linear layers:
+
+* Type-I, ``kind="mlp"``:  ``f(x) = w2(σ(w1 x))``,            w1: d→m, w2: m→d
+* Type-II, ``kind="glu"``: ``f(x) = w3(σ(w1 x) ⊙ w2 x)``,     w1, w2: d→m, w3: m→d
+
+The σ is one activation (:class:`FixedFFN`), ``Σ_k a_k σ_k`` with learned ``la_coef``
+(:class:`LAFFN`), or ``Σ_k g_k(x) σ_k`` with per-token gates from ``gate``
+(:class:`MoAFFN`). All three share one interface, ``forward(x) -> y`` with x, y of shape
+(..., d_model), and are built from an :class:`FFNConfig` by :func:`build_ffn`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from moa.nn.activations import ACTIVATIONS
+from moa.nn.config import FFNConfig
+from moa.nn.functional import mix_activations, mix_activations_reference
+
+Tensor = torch.Tensor
+
+
+class FeedForward(nn.Module):
+    """Shared linear projections of Type-I/II FFNs; subclasses define ``activate``."""
+
+    def __init__(self, config: FFNConfig, d_model: int):
+        super().__init__()
+        self.config = config
+        self.d_model = d_model
+        self.hidden_dim = m = config.resolve_hidden_dim(d_model)
+        self.w1 = nn.Linear(d_model, m, bias=False)
+        if config.kind == "glu":
+            self.w2 = nn.Linear(d_model, m, bias=False)
+            self.w3 = nn.Linear(m, d_model, bias=False)
+        else:
+            self.w2 = nn.Linear(m, d_model, bias=False)
+
+    @property
+    def output_proj(self) -> nn.Linear:
+        """The projection back to d_model (w2 for Type-I, w3 for Type-II)."""
+        return self.w3 if self.config.kind == "glu" else self.w2
+
+    def activate(self, z: Tensor, x: Tensor) -> Tensor:  # (..., m), (..., d) -> (..., m)
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.activate(self.w1(x), x)  # (..., m)
+        if self.config.kind == "glu":
+            return self.w3(h * self.w2(x))
+        return self.w2(h)
+
+    def reset_mixing_parameters(self) -> None:
+        """(Re)initialise LA/gate parameters from ``config.init``; no-op for fixed σ."""
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"kind={c.kind}, mixing={c.mixing}, activations={c.activations}, d_model={self.d_model}, hidden={self.hidden_dim}"
+
+
+class FixedFFN(FeedForward):
+    """Baseline FFN with one fixed activation (ReLU, GELU, SwiGLU = glu + silu, ...)."""
+
+    def __init__(self, config: FFNConfig, d_model: int):
+        super().__init__(config, d_model)
+        self.act = ACTIVATIONS[config.activations[0]]
+
+    def activate(self, z: Tensor, x: Tensor) -> Tensor:
+        return self.act(z)
+
+
+class LAFFN(FeedForward):
+    """Learnable activation ``σ_LA(z) = Σ_k a_k σ_k(z)``, input-independent coefficients.
+
+    ``la_coef`` has shape (K,) for ``la_granularity="layer"`` or (m, K) for "channel".
+    """
+
+    def __init__(self, config: FFNConfig, d_model: int):
+        super().__init__(config, d_model)
+        k = config.num_activations
+        shape = (k,) if config.la_granularity == "layer" else (self.hidden_dim, k)
+        self.la_coef = nn.Parameter(torch.empty(shape))
+        self.reset_mixing_parameters()
+
+    def reset_mixing_parameters(self) -> None:
+        with torch.no_grad():
+            self.la_coef.copy_(_init_coefficients(self.config).expand_as(self.la_coef))
+
+    def mixing_weights(self, x: Tensor | None = None) -> Tensor:
+        """The coefficients in use: ``la_coef`` (the same for every token)."""
+        return self.la_coef
+
+    def activate(self, z: Tensor, x: Tensor) -> Tensor:
+        mix = mix_activations if self.config.impl == "fused" else mix_activations_reference
+        return mix(z, self.la_coef, self.config.activations)
+
+
+class MoAFFN(FeedForward):
+    """Mixture of activations ``σ_MoA(z; x) = Σ_k g_k(x) σ_k(z)`` with per-token gates.
+
+    ``g(x) = normalize((gate(x)) / τ)`` where ``gate = nn.Linear(d_model, G*K)`` (with
+    bias); the G groups split the hidden units into contiguous blocks of m/G. Gates
+    depend only on the token's own state (causal by construction).
+    """
+
+    def __init__(self, config: FFNConfig, d_model: int):
+        super().__init__(config, d_model)
+        self.gate = nn.Linear(d_model, config.gate_groups * config.num_activations, bias=True)
+        self.reset_mixing_parameters()
+
+    def reset_mixing_parameters(self) -> None:
+        coef = _init_coefficients(self.config)  # (K,)
+        with torch.no_grad():
+            self.gate.weight.zero_()
+            self.gate.bias.copy_(gate_logits_for(coef, self.config).repeat(self.config.gate_groups))
+
+    def mixing_weights(self, x: Tensor) -> Tensor:
+        """Per-token gates, shape (..., G, K), for ``x`` of shape (..., d_model)."""
+        c = self.config
+        logits = self.gate(x).float() / c.temperature
+        logits = logits.unflatten(-1, (c.gate_groups, c.num_activations))
+        if c.gate_norm == "softmax":
+            return torch.softmax(logits, dim=-1)
+        if c.gate_norm == "sigmoid":
+            return torch.sigmoid(logits)
+        return logits
+
+    def activate(self, z: Tensor, x: Tensor) -> Tensor:
+        mix = mix_activations if self.config.impl == "fused" else mix_activations_reference
+        return mix(z, self.mixing_weights(x), self.config.activations)
+
+
+def _init_coefficients(config: FFNConfig) -> Tensor:
+    """Mixing coefficients (K,) that ``config.init`` asks for: uniform 1/K or one-hot."""
+    k = config.num_activations
+    if config.init == "uniform":
+        return torch.full((k,), 1.0 / k)
+    coef = torch.zeros(k)
+    coef[config.activations.index(config.init)] = 1.0
+    return coef
+
+
+def gate_logits_for(coef: Tensor, config: FFNConfig) -> Tensor:
+    """Gate biases (with zero gate weights) under which MoA's gates equal ``coef``.
+
+    Exact for ``gate_norm="none"``; softmax needs ``coef`` positive and summing to one
+    (biases ``log a``), sigmoid needs ``0 < a < 1`` (biases ``logit a``). Zeros and ones
+    are mapped to a margin of ``config.init_logit_gap`` (see :mod:`moa.nn.config`).
+    Biases are multiplied by τ so the temperature cancels.
+    """
+    coef = coef.detach().double()
+    gap = config.init_logit_gap
+    if config.gate_norm == "none":
+        logits = coef
+    elif config.gate_norm == "softmax":
+        if (coef < 0).any() or not math.isclose(coef.sum().item(), 1.0, rel_tol=1e-6):
+            raise ValueError(f"softmax gates can only represent coefficients on the simplex, got {coef.tolist()}")
+        logits = torch.where(coef > 0, coef.clamp_min(1e-300).log(), torch.full_like(coef, -gap))
+    else:
+        if ((coef < 0) | (coef > 1)).any():
+            raise ValueError(f"sigmoid gates can only represent coefficients in [0, 1], got {coef.tolist()}")
+        inner = torch.logit(coef.clamp(1e-300, 1 - 1e-16))
+        logits = torch.where(coef <= 0, torch.full_like(coef, -gap),
+                             torch.where(coef >= 1, torch.full_like(coef, gap), inner))
+    return (logits * config.temperature).float()
+
+
+_CLASSES = {"fixed": FixedFFN, "la": LAFFN, "moa": MoAFFN}
+
+
+def build_ffn(config: FFNConfig, d_model: int) -> FeedForward:
+    """Build the FFN that ``config`` describes for model width ``d_model``."""
+    if not isinstance(config, FFNConfig):
+        raise TypeError(f"config must be an FFNConfig, got {type(config).__name__}")
+    return _CLASSES[config.mixing](config, d_model)
+
+
+def convert_ffn(source: FeedForward, config: FFNConfig) -> FeedForward:
+    """A new FFN of ``config`` that computes the same function as ``source``.
+
+    The linear projections are copied (same kind and width required). The mixing is set
+    so the function is preserved (MOA.md §1, containment fixed ⊂ LA ⊂ MoA):
+    fixed σ_j → LA/MoA one-hot on σ_j; LA → MoA with zero gate weights and biases from
+    the LA coefficients (layer granularity: any G; channel: G must equal m);
+    same mixing → parameters copied.
+    """
+    src = source.config
+    if src.kind != config.kind:
+        raise ValueError(f"cannot convert kind {src.kind!r} to {config.kind!r}")
+    target = build_ffn(config, source.d_model)
+    if target.hidden_dim != source.hidden_dim:
+        raise ValueError(f"hidden width differs: source {source.hidden_dim}, target {target.hidden_dim}")
+    target.load_state_dict(
+        {k: v for k, v in source.state_dict().items() if k.split(".")[0] in ("w1", "w2", "w3")},
+        strict=False,
+    )
+    dtype = source.w1.weight.dtype
+    target.to(dtype)
+    with torch.no_grad():
+        if src.mixing == config.mixing and src.activations == config.activations:
+            target.load_state_dict(source.state_dict())
+        elif src.mixing == "fixed":
+            if src.activations[0] not in config.activations:
+                raise ValueError(f"activation {src.activations[0]!r} is not in the target dictionary {config.activations}")
+            target.config = config = config.replace(init=src.activations[0])
+            target.reset_mixing_parameters()
+        elif src.mixing == "la" and config.mixing == "moa":
+            if src.activations != config.activations:
+                raise ValueError("LA → MoA conversion needs the same activation dictionary")
+            coef_GK = source.la_coef.detach()
+            if coef_GK.dim() == 1:
+                coef_GK = coef_GK.expand(config.gate_groups, -1)
+            elif config.gate_groups != coef_GK.shape[0]:
+                raise ValueError(f"channel LA has {coef_GK.shape[0]} channels; the MoA target needs gate_groups={coef_GK.shape[0]}")
+            target.gate.weight.zero_()
+            target.gate.bias.copy_(torch.cat([gate_logits_for(row, config) for row in coef_GK]).to(dtype))
+        else:
+            raise ValueError(f"cannot convert mixing {src.mixing!r} to {config.mixing!r} preserving the function")
+    return target
