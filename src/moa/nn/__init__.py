@@ -4,14 +4,17 @@ from moa.nn.accounting import FFNCost, ffn_cost, ffn_flops_per_token, ffn_param_
 from moa.nn.activations import ACTIVATIONS, DEFAULT_DICTIONARY, Activation, get_activation
 from moa.nn.config import FFN_PRESETS, FFNConfig, ffn_config
 from moa.nn.ffn import FeedForward, FixedFFN, LAFFN, MoAFFN, build_ffn, convert_ffn, gate_logits_for
-from moa.nn.functional import MixActivations, mix_activations, mix_activations_reference
+from moa.nn.functional import (
+    MixActivations, MixProject, mix_activations, mix_activations_reference, mix_project, mix_project_reference,
+)
 from moa.nn.params import mixing_parameter_names, split_mixing_parameters
 
 __all__ = [
     "ACTIVATIONS", "DEFAULT_DICTIONARY", "Activation", "get_activation",
     "FFNConfig", "FFN_PRESETS", "ffn_config",
     "FeedForward", "FixedFFN", "LAFFN", "MoAFFN", "build_ffn", "convert_ffn", "gate_logits_for",
-    "MixActivations", "mix_activations", "mix_activations_reference",
+    "MixActivations", "MixProject", "mix_activations", "mix_activations_reference",
+    "mix_project", "mix_project_reference",
     "FFNCost", "ffn_cost", "ffn_param_count", "ffn_flops_per_token",
     "mixing_parameter_names", "split_mixing_parameters",
 ]

@@ -20,13 +20,13 @@ import torch.nn as nn
 
 from moa.nn.activations import ACTIVATIONS
 from moa.nn.config import FFNConfig
-from moa.nn.functional import mix_activations, mix_activations_reference
+from moa.nn.functional import mix_project, mix_project_reference
 
 Tensor = torch.Tensor
 
 
 class FeedForward(nn.Module):
-    """Shared linear projections of Type-I/II FFNs; subclasses define ``activate``."""
+    """Shared linear projections of Type-I/II FFNs; subclasses define ``forward``."""
 
     def __init__(self, config: FFNConfig, d_model: int):
         super().__init__()
@@ -45,14 +45,8 @@ class FeedForward(nn.Module):
         """The projection back to d_model (w2 for Type-I, w3 for Type-II)."""
         return self.w3 if self.config.kind == "glu" else self.w2
 
-    def activate(self, z: Tensor, x: Tensor) -> Tensor:  # (..., m), (..., d) -> (..., m)
+    def forward(self, x: Tensor) -> Tensor:  # (..., d) -> (..., d)
         raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.activate(self.w1(x), x)  # (..., m)
-        if self.config.kind == "glu":
-            return self.w3(h * self.w2(x))
-        return self.w2(h)
 
     def reset_mixing_parameters(self) -> None:
         """(Re)initialise LA/gate parameters from ``config.init``; no-op for fixed σ."""
@@ -69,8 +63,11 @@ class FixedFFN(FeedForward):
         super().__init__(config, d_model)
         self.act = ACTIVATIONS[config.activations[0]]
 
-    def activate(self, z: Tensor, x: Tensor) -> Tensor:
-        return self.act(z)
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.act(self.w1(x))  # (..., m)
+        if self.config.kind == "glu":
+            return self.w3(h * self.w2(x))
+        return self.w2(h)
 
 
 class LAFFN(FeedForward):
@@ -94,9 +91,8 @@ class LAFFN(FeedForward):
         """The coefficients in use: ``la_coef`` (the same for every token)."""
         return self.la_coef
 
-    def activate(self, z: Tensor, x: Tensor) -> Tensor:
-        mix = mix_activations if self.config.impl == "fused" else mix_activations_reference
-        return mix(z, self.la_coef, self.config.activations)
+    def forward(self, x: Tensor) -> Tensor:
+        return _mixed_forward(self, x, self.la_coef)
 
 
 class MoAFFN(FeedForward):
@@ -121,7 +117,9 @@ class MoAFFN(FeedForward):
     def mixing_weights(self, x: Tensor) -> Tensor:
         """Per-token gates, shape (..., G, K), for ``x`` of shape (..., d_model)."""
         c = self.config
-        logits = self.gate(x).float() / c.temperature
+        logits = self.gate(x)
+        # normalise in at least fp32 (bf16 softmax is too coarse for gates near one-hot)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / c.temperature
         logits = logits.unflatten(-1, (c.gate_groups, c.num_activations))
         if c.gate_norm == "softmax":
             return torch.softmax(logits, dim=-1)
@@ -129,9 +127,15 @@ class MoAFFN(FeedForward):
             return torch.sigmoid(logits)
         return logits
 
-    def activate(self, z: Tensor, x: Tensor) -> Tensor:
-        mix = mix_activations if self.config.impl == "fused" else mix_activations_reference
-        return mix(z, self.mixing_weights(x), self.config.activations)
+    def forward(self, x: Tensor) -> Tensor:
+        return _mixed_forward(self, x, self.mixing_weights(x))
+
+
+def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
+    """``w_out(σ_mix(w1 x) [⊙ w2 x])`` through the fused op or the reference."""
+    mix = mix_project if ffn.config.impl == "fused" else mix_project_reference
+    v = ffn.w2(x) if ffn.config.kind == "glu" else None
+    return mix(ffn.w1(x), coef, ffn.config.activations, ffn.output_proj.weight, v)
 
 
 def _init_coefficients(config: FFNConfig) -> Tensor:
@@ -166,7 +170,7 @@ def gate_logits_for(coef: Tensor, config: FFNConfig) -> Tensor:
         inner = torch.logit(coef.clamp(1e-300, 1 - 1e-16))
         logits = torch.where(coef <= 0, torch.full_like(coef, -gap),
                              torch.where(coef >= 1, torch.full_like(coef, gap), inner))
-    return (logits * config.temperature).float()
+    return logits * config.temperature  # float64; copy_ casts to the parameter dtype
 
 
 _CLASSES = {"fixed": FixedFFN, "la": LAFFN, "moa": MoAFFN}
@@ -191,15 +195,14 @@ def convert_ffn(source: FeedForward, config: FFNConfig) -> FeedForward:
     src = source.config
     if src.kind != config.kind:
         raise ValueError(f"cannot convert kind {src.kind!r} to {config.kind!r}")
-    target = build_ffn(config, source.d_model)
+    dtype = source.w1.weight.dtype
+    target = build_ffn(config, source.d_model).to(device=source.w1.weight.device, dtype=dtype)
     if target.hidden_dim != source.hidden_dim:
         raise ValueError(f"hidden width differs: source {source.hidden_dim}, target {target.hidden_dim}")
     target.load_state_dict(
         {k: v for k, v in source.state_dict().items() if k.split(".")[0] in ("w1", "w2", "w3")},
         strict=False,
     )
-    dtype = source.w1.weight.dtype
-    target.to(dtype)
     with torch.no_grad():
         if src.mixing == config.mixing and src.activations == config.activations:
             target.load_state_dict(source.state_dict())

@@ -1,26 +1,64 @@
-"""Activation mixing ``h = Σ_k c_k ⊙ σ_k(z)``: the memory-efficient op and its reference.
+"""Activation mixing ``h = Σ_k c_k ⊙ σ_k(z)``: memory-efficient ops and their reference.
 
 Shapes (legend): N tokens, G coefficient groups, H hidden units per group (m = G·H),
-K activations in the dictionary.
+K activations in the dictionary, D model width.
 
 * MoA: ``c`` is per token, ``(N, G, K)``; group g's gates scale units ``[g·H, (g+1)·H)``.
 * LA, layer granularity: ``c`` is ``(1, 1, K)`` (shared by every token and unit).
 * LA, channel granularity: ``c`` is ``(1, m, K)``, i.e. G = m groups of one unit.
 
 A plain autograd graph of the sum keeps each ``σ_k(z)`` (and often its input) for
-backward: K extra tensors of the hidden size per layer. :class:`MixActivations` keeps
-only ``z`` and ``c`` (what a fixed-σ baseline keeps anyway, plus a tiny ``c``) and
-recomputes ``σ_k(z)`` and ``σ_k'(z)`` in backward (MOA.md §1, "Efficiency"). It is plain
-torch code, so ``torch.compile`` traces it and fuses the loop over k into one kernel.
+backward: K extra hidden-size tensors per layer (MOA.md §1, "Efficiency"). Two custom
+autograd functions avoid that by recomputing ``σ_k(z)`` and ``σ_k'(z)`` in backward:
+
+* :class:`MixActivations` returns ``h`` and saves only ``z`` and ``c``.
+* :class:`MixProject` also applies the FFN's output projection (and the GLU product),
+  ``y = W_out (h ⊙ v)``, saving ``z, c, v``: the mixed ``h`` is never stored, so a
+  Type-I MoA keeps one hidden-size tensor (``z``), like a ReLU baseline, and a Type-II
+  MoA keeps two (``z, v``), fewer than eager SwiGLU's four.
+
+Both are plain torch code, so ``torch.compile`` traces them and fuses the loop over k.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+import torch.nn.functional as F
 
 from moa.nn.activations import ACTIVATIONS
 
 Tensor = torch.Tensor
+
+
+def _mix_forward(z_NGH: Tensor, c_NGK: Tensor, names: tuple[str, ...]) -> Tensor:
+    h_NGH = ACTIVATIONS[names[0]](z_NGH) * c_NGK[..., 0:1]
+    for k in range(1, len(names)):
+        h_NGH = h_NGH + ACTIVATIONS[names[k]](z_NGH) * c_NGK[..., k : k + 1]
+    return h_NGH
+
+
+def _mix_backward(z_NGH, c_NGK, names, grad_h_NGH, need_z: bool, need_c: bool, need_h: bool):
+    """One recompute pass: ``(h or None, dL/dz or None, dL/dc or None)``."""
+    h_NGH = slope_NGH = None  # Σ_k c_k σ_k(z), Σ_k c_k σ_k'(z)
+    grads_c = []
+    for k, name in enumerate(names):
+        c_k = c_NGK[..., k : k + 1]
+        value, deriv = ACTIVATIONS[name].value_and_derivative(z_NGH)
+        if need_h:
+            h_NGH = value * c_k if h_NGH is None else h_NGH + value * c_k
+        if need_z:
+            slope_NGH = deriv * c_k if slope_NGH is None else slope_NGH + deriv * c_k
+        if need_c:
+            grads_c.append((grad_h_NGH * value).sum(dim=-1))
+    grad_z = grad_h_NGH * slope_NGH if need_z else None
+    grad_c = None
+    if need_c:
+        grad_c = torch.stack(grads_c, dim=-1)
+        if c_NGK.shape[0] != grad_c.shape[0]:  # shared (LA) coefficients: sum over tokens
+            grad_c = grad_c.sum(dim=0, keepdim=True)
+    return h_NGH, grad_z, grad_c
 
 
 class MixActivations(torch.autograd.Function):
@@ -30,34 +68,49 @@ class MixActivations(torch.autograd.Function):
     def forward(ctx, z_NGH: Tensor, c_NGK: Tensor, names: tuple[str, ...]) -> Tensor:
         ctx.save_for_backward(z_NGH, c_NGK)
         ctx.names = names
-        h_NGH = ACTIVATIONS[names[0]](z_NGH) * c_NGK[..., 0:1]
-        for k in range(1, len(names)):
-            h_NGH = h_NGH + ACTIVATIONS[names[k]](z_NGH) * c_NGK[..., k : k + 1]
-        return h_NGH
+        return _mix_forward(z_NGH, c_NGK, names)
 
     @staticmethod
-    def backward(ctx, grad_NGH: Tensor):
+    def backward(ctx, grad_h_NGH: Tensor):
         z_NGH, c_NGK = ctx.saved_tensors
-        need_z, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        slope_NGH = None  # Σ_k c_k σ_k'(z)
-        grads_c = []
-        for k, name in enumerate(ctx.names):
-            value, deriv = ACTIVATIONS[name].value_and_derivative(z_NGH)
-            if need_z:
-                term = deriv * c_NGK[..., k : k + 1]
-                slope_NGH = term if slope_NGH is None else slope_NGH + term
-            if need_c:
-                grads_c.append((grad_NGH * value).sum(dim=-1))
-        grad_z = grad_NGH * slope_NGH if need_z else None
-        grad_c = None
-        if need_c:
-            grad_c = torch.stack(grads_c, dim=-1)
-            if c_NGK.shape[0] != grad_c.shape[0]:  # shared (LA) coefficients: sum over tokens
-                grad_c = grad_c.sum(dim=0, keepdim=True)
+        _, grad_z, grad_c = _mix_backward(z_NGH, c_NGK, ctx.names, grad_h_NGH,
+                                          ctx.needs_input_grad[0], ctx.needs_input_grad[1], False)
         return grad_z, grad_c, None
 
 
-def _grouped(z: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
+class MixProject(torch.autograd.Function):
+    """``y_ND = (h ⊙ v) W_outᵀ`` with ``h = Σ_k c_k σ_k(z)`` (``v=None``: no GLU product).
+
+    Saves ``z, c, v, W_out``; recomputes ``h`` in backward for ``dW_out``.
+    """
+
+    @staticmethod
+    def forward(ctx, z_NGH: Tensor, c_NGK: Tensor, v_NGH: Optional[Tensor], w_out_DM: Tensor,
+                names: tuple[str, ...]) -> Tensor:
+        ctx.save_for_backward(z_NGH, c_NGK, v_NGH, w_out_DM)
+        ctx.names = names
+        h_NGH = _mix_forward(z_NGH, c_NGK, names)
+        p_NGH = h_NGH if v_NGH is None else h_NGH * v_NGH
+        return F.linear(p_NGH.flatten(1), w_out_DM.to(p_NGH.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_y_ND: Tensor):
+        z_NGH, c_NGK, v_NGH, w_out_DM = ctx.saved_tensors
+        need_z, need_c, need_v, need_w = ctx.needs_input_grad[:4]
+        grad_p_NGH = (grad_y_ND @ w_out_DM.to(grad_y_ND.dtype)).view_as(z_NGH)
+        grad_h_NGH = grad_p_NGH if v_NGH is None else grad_p_NGH * v_NGH
+        h_NGH, grad_z, grad_c = _mix_backward(z_NGH, c_NGK, ctx.names, grad_h_NGH, need_z, need_c,
+                                              need_v or need_w)
+        grad_v = grad_w = None
+        if need_v:
+            grad_v = grad_p_NGH * h_NGH
+        if need_w:
+            p_NGH = h_NGH if v_NGH is None else h_NGH * v_NGH
+            grad_w = (grad_y_ND.t() @ p_NGH.flatten(1)).to(w_out_DM.dtype)
+        return grad_z, grad_c, grad_v, grad_w, None
+
+
+def _grouped(z: Tensor, coef: Tensor, names) -> tuple[Tensor, Tensor]:
     """View ``z (..., m)`` as (N, G, H) and ``coef`` as (N or 1, G, K)."""
     m = z.shape[-1]
     if coef.dim() == 1:  # (K,) shared by all units
@@ -71,6 +124,8 @@ def _grouped(z: Tensor, coef: Tensor) -> tuple[Tensor, Tensor]:
     groups = coef.shape[1]
     if m % groups:
         raise ValueError(f"hidden width {m} is not divisible by {groups} coefficient groups")
+    if coef.shape[-1] != len(names):
+        raise ValueError(f"coef has {coef.shape[-1]} coefficients but {len(names)} activations")
     return z.reshape(-1, groups, m // groups), coef.to(z.dtype)
 
 
@@ -80,14 +135,31 @@ def mix_activations(z: Tensor, coef: Tensor, names: tuple[str, ...]) -> Tensor:
     ``z``: (..., m). ``coef``: (K,), (G, K) shared by all tokens, or (..., G, K) per token.
     Returns a tensor shaped like ``z``.
     """
-    z_NGH, c_NGK = _grouped(z, coef)
-    if c_NGK.shape[-1] != len(names):
-        raise ValueError(f"coef has {c_NGK.shape[-1]} coefficients but {len(names)} activations")
+    z_NGH, c_NGK = _grouped(z, coef, names)
     return MixActivations.apply(z_NGH, c_NGK, tuple(names)).reshape(z.shape)
 
 
 def mix_activations_reference(z: Tensor, coef: Tensor, names: tuple[str, ...]) -> Tensor:
     """The slow reference: an explicit per-activation sum under plain autograd."""
-    z_NGH, c_NGK = _grouped(z, coef)
+    z_NGH, c_NGK = _grouped(z, coef, names)
     h_NGH = sum(ACTIVATIONS[n](z_NGH) * c_NGK[..., k : k + 1] for k, n in enumerate(names))
     return h_NGH.reshape(z.shape)
+
+
+def mix_project(z: Tensor, coef: Tensor, names: tuple[str, ...], w_out: Tensor,
+                v: Optional[Tensor] = None) -> Tensor:
+    """Memory-efficient ``(Σ_k c_k σ_k(z) ⊙ v) @ w_outᵀ`` (``v=None`` for Type-I).
+
+    ``z, v``: (..., m); ``w_out``: (D, m) (an ``nn.Linear(m, D)`` weight). Returns (..., D).
+    """
+    z_NGH, c_NGK = _grouped(z, coef, names)
+    v_NGH = None if v is None else v.reshape(z_NGH.shape)
+    y_ND = MixProject.apply(z_NGH, c_NGK, v_NGH, w_out, tuple(names))
+    return y_ND.view(*z.shape[:-1], w_out.shape[0])
+
+
+def mix_project_reference(z: Tensor, coef: Tensor, names: tuple[str, ...], w_out: Tensor,
+                          v: Optional[Tensor] = None) -> Tensor:
+    """Reference for :func:`mix_project`, under plain autograd."""
+    h = mix_activations_reference(z, coef, names)
+    return F.linear(h if v is None else h * v, w_out)

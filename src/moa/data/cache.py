@@ -1,0 +1,119 @@
+"""On-disk cache: where it lives, atomic writes, and token files read back by memmap.
+
+Layout under the cache root (``cache_dir`` → ``$MOA_CACHE_DIR`` → ``~/.cache/moa``)::
+
+    tokenizers/bpe-{N}-{corpus_fp}.json      trained byte-level BPE tokenizers
+    tokens/{corpus_fp}-{tokenizer_fp}/       one prepared corpus per (corpus, tokenizer)
+        train.bin, val.bin                   raw little-endian uint16/uint32 token ids
+        manifest.json                        the files of each split with content hashes
+        meta.json                            counts, dtype, fingerprints; written last
+
+Every file is written to a unique temporary name in the same folder and moved into place
+with ``os.replace``, so a reader never sees half a file, and two ranks preparing the same
+corpus at once both succeed (the last rename wins; the contents are identical).
+``meta.json`` is written last: a folder without it is an interrupted build, redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+
+def cache_root(cache_dir: Optional[str]) -> Path:
+    """The cache root: ``cache_dir``, else ``$MOA_CACHE_DIR``, else ``~/.cache/moa``."""
+    root = cache_dir or os.environ.get("MOA_CACHE_DIR") or os.path.join("~", ".cache", "moa")
+    return Path(root).expanduser()
+
+
+def short_hash(*parts: str | bytes) -> str:
+    """First 16 hex digits of sha256 over ``parts`` (length-prefixed, so joins are unambiguous)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
+def _tmp_name(path: Path) -> Path:
+    # pid + random suffix: concurrent writers (ranks, processes) never share a temp file.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """The JSON object at ``path``, or None if it is missing or unreadable (a stale cache)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class TokenFileWriter:
+    """Appends token-id chunks to a temporary file; ``commit()`` moves it into place.
+
+    Used as a context manager: leaving the block without ``commit()`` deletes the
+    temporary file, so an exception never leaves a partial ``.bin`` behind.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _tmp_name(path)
+        self._file = open(self._tmp, "wb")
+
+    def write(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids)
+        self._file.write(ids.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
+        self.count += ids.size
+
+    def commit(self) -> None:
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> "TokenFileWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def open_tokens(path: Path, dtype: str, count: int, offset: int = 0) -> np.ndarray:
+    """A read-only memmap of ``count`` ids of ``dtype`` starting at byte ``offset``.
+
+    np.memmap cannot map zero bytes, so an empty split is an empty in-memory array.
+    """
+    dt = np.dtype(dtype).newbyteorder("<")
+    if count == 0:
+        return np.empty(0, dtype=dt)
+    return np.memmap(path, dtype=dt, mode="r", offset=offset, shape=(count,))
+
+
+def token_dtype(vocab_size: int) -> str:
+    """The narrowest unsigned dtype holding every id of a ``vocab_size`` vocabulary."""
+    return "uint16" if vocab_size <= 2**16 else "uint32"
