@@ -122,7 +122,8 @@ class DataConfig:
         ``$MOA_CACHE_DIR`` or ``~/.cache/moa``.
     max_chars: keep only the first ``max_chars`` characters of the corpus (documents in
         sorted order, the last one cut), before splitting; ``None`` keeps everything.
-        ``hf:`` sources stream until this many characters (default cap 50M for them).
+        ``hf:`` sources stream until this many characters (default cap 50M for them);
+        not allowed with ``tokens:`` sources.
     """
 
     source: str = "stdlib"
@@ -139,6 +140,11 @@ class DataConfig:
             raise DataError(
                 f"tokenizer={self.tokenizer!r} trains on text, but source={self.source!r} is "
                 "already tokenized; use tokenizer=bytes or hf:PATH (the one that made the shards)"
+            )
+        if source.scheme == "tokens" and self.max_chars is not None:
+            raise DataError(
+                f"max_chars={self.max_chars!r} cuts text, but source={self.source!r} is already "
+                "tokenized; leave max_chars=None (a token budget is the trainer's)"
             )
         if not isinstance(self.text_field, str) or not self.text_field:
             raise DataError(f"text_field={self.text_field!r} must be a non-empty string")

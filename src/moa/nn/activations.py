@@ -1,13 +1,14 @@
 """The activation dictionary: elementwise functions keyed by the paper's names.
 
-Each entry is an :class:`Activation`, callable like a function, that also knows its
-derivative. The memory-efficient mixing op (:mod:`moa.nn.functional`) recomputes the
-activations in backward and needs ``σ_k'(z)`` without keeping autograd graphs around.
+Each entry is an :class:`Activation`: callable like a function, and able to apply its
+vector-Jacobian product ``grad ⊙ σ'(z)`` through torch's own fused backward kernels
+(``gelu_backward``, ``silu_backward``, ...). The memory-efficient mixing ops
+(:mod:`moa.nn.functional`) recompute activations in backward and need that product
+without an autograd graph; the native kernels make the recompute cost one pass each.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,118 +16,68 @@ import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+aten = torch.ops.aten
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_GELU_TANH_C = 0.044715
 LEAKY_RELU_SLOPE = 0.01
 SOFTPLUS_THRESHOLD = 20.0  # torch's default: softplus(z) = z above it, derivative 1
 
 
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation σ with its derivative σ'.
+    """An elementwise activation σ.
 
-    ``value_and_derivative`` returns both at once so shared work (e.g. the sigmoid in
-    SiLU) is done once in the backward recompute. ``flops`` is a nominal per-element
-    cost used only by the FLOP accounting (:mod:`moa.nn.accounting`).
+    ``fn(z)`` is σ(z); ``vjp(grad, z)`` is ``grad ⊙ σ'(z)``. ``flops`` is a nominal
+    per-element cost used only by the FLOP accounting (:mod:`moa.nn.accounting`).
     """
 
     name: str
     fn: Callable[[Tensor], Tensor]
-    value_and_derivative: Callable[[Tensor], tuple[Tensor, Tensor]]
+    vjp: Callable[[Tensor, Tensor], Tensor]
     flops: int
 
     def __call__(self, z: Tensor) -> Tensor:
         return self.fn(z)
 
     def derivative(self, z: Tensor) -> Tensor:
-        return self.value_and_derivative(z)[1]
-
-
-def _relu_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    return F.relu(z), (z > 0).to(z.dtype)
-
-
-def _gelu_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    cdf = 0.5 * (1.0 + torch.erf(z * _INV_SQRT_2))
-    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    return z * cdf, cdf + z * pdf
-
-
-def _gelu_tanh_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    z2 = z * z
-    t = torch.tanh(_SQRT_2_OVER_PI * z * (1.0 + _GELU_TANH_C * z2))
-    value = 0.5 * z * (1.0 + t)
-    deriv = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * z2)
-    return value, deriv
-
-
-def _silu_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    value = z * s
-    return value, s + value * (1.0 - s)
-
-
-def _relu2_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    r = F.relu(z)
-    return r * r, 2.0 * r
+        """σ'(z) (at kinks, the convention of torch's own backward)."""
+        return self.vjp(torch.ones_like(z), z)
 
 
 def _relu2(z: Tensor) -> Tensor:
     return F.relu(z).square()
 
 
-def _tanh_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    t = torch.tanh(z)
-    return t, 1.0 - t * t
-
-
-def _sigmoid_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    return s, s * (1.0 - s)
-
-
-def _softplus_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    above = z > SOFTPLUS_THRESHOLD
-    deriv = torch.where(above, torch.ones_like(z), torch.sigmoid(z))
-    return F.softplus(z, beta=1.0, threshold=SOFTPLUS_THRESHOLD), deriv
-
-
-def _identity(z: Tensor) -> Tensor:
-    return z
-
-
-def _identity_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    return z, torch.ones_like(z)
-
-
-def _leaky_relu(z: Tensor) -> Tensor:
-    return F.leaky_relu(z, LEAKY_RELU_SLOPE)
-
-
-def _leaky_relu_vd(z: Tensor) -> tuple[Tensor, Tensor]:
-    pos = z > 0
-    deriv = torch.where(pos, torch.ones_like(z), torch.full_like(z, LEAKY_RELU_SLOPE))
-    return F.leaky_relu(z, LEAKY_RELU_SLOPE), deriv
+def _relu2_vjp(grad: Tensor, z: Tensor) -> Tensor:
+    return F.relu(z).mul_(2.0).mul_(grad)
 
 
 def _gelu_tanh(z: Tensor) -> Tensor:
     return F.gelu(z, approximate="tanh")
 
 
+def _leaky_relu(z: Tensor) -> Tensor:
+    return F.leaky_relu(z, LEAKY_RELU_SLOPE)
+
+
+def _softplus(z: Tensor) -> Tensor:
+    return F.softplus(z, beta=1.0, threshold=SOFTPLUS_THRESHOLD)
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
+
+
 _ENTRIES = (
-    Activation("relu", F.relu, _relu_vd, 1),
-    Activation("gelu", F.gelu, _gelu_vd, 8),
-    Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_vd, 8),
-    Activation("silu", F.silu, _silu_vd, 4),
-    Activation("relu2", _relu2, _relu2_vd, 2),
-    Activation("tanh", torch.tanh, _tanh_vd, 4),
-    Activation("sigmoid", torch.sigmoid, _sigmoid_vd, 4),
-    Activation("softplus", F.softplus, _softplus_vd, 4),
-    Activation("identity", _identity, _identity_vd, 0),
-    Activation("leaky_relu", _leaky_relu, _leaky_relu_vd, 1),
+    Activation("relu", F.relu, lambda g, z: aten.threshold_backward(g, z, 0.0), 1),
+    Activation("gelu", F.gelu, lambda g, z: aten.gelu_backward(g, z), 8),
+    Activation("gelu_tanh", _gelu_tanh, lambda g, z: aten.gelu_backward(g, z, approximate="tanh"), 8),
+    Activation("silu", F.silu, lambda g, z: aten.silu_backward(g, z), 4),
+    Activation("relu2", _relu2, _relu2_vjp, 2),
+    Activation("tanh", torch.tanh, lambda g, z: aten.tanh_backward(g, torch.tanh(z)), 4),
+    Activation("sigmoid", torch.sigmoid, lambda g, z: aten.sigmoid_backward(g, torch.sigmoid(z)), 4),
+    Activation("softplus", _softplus, lambda g, z: aten.softplus_backward(g, z, 1.0, SOFTPLUS_THRESHOLD), 4),
+    Activation("identity", _identity, lambda g, z: g, 0),
+    Activation("leaky_relu", _leaky_relu, lambda g, z: aten.leaky_relu_backward(g, z, LEAKY_RELU_SLOPE, False), 1),
 )
 
 #: name -> activation; every entry is an elementwise function ``Tensor -> Tensor``.

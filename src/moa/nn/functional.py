@@ -35,24 +35,34 @@ Tensor = torch.Tensor
 def _mix_forward(z_NGH: Tensor, c_NGK: Tensor, names: tuple[str, ...]) -> Tensor:
     h_NGH = ACTIVATIONS[names[0]](z_NGH) * c_NGK[..., 0:1]
     for k in range(1, len(names)):
-        h_NGH = h_NGH + ACTIVATIONS[names[k]](z_NGH) * c_NGK[..., k : k + 1]
+        # in place on our own temporary: no autograd graph is recorded inside the op
+        h_NGH.addcmul_(ACTIVATIONS[names[k]](z_NGH), c_NGK[..., k : k + 1])
     return h_NGH
 
 
 def _mix_backward(z_NGH, c_NGK, names, grad_h_NGH, need_z: bool, need_c: bool, need_h: bool):
-    """One recompute pass: ``(h or None, dL/dz or None, dL/dc or None)``."""
-    h_NGH = slope_NGH = None  # Σ_k c_k σ_k(z), Σ_k c_k σ_k'(z)
+    """One recompute pass: ``(h or None, dL/dz or None, dL/dc or None)``.
+
+    dL/dz = Σ_k σ_k'(z) ⊙ (c_k ⊙ dL/dh), each term by torch's fused backward kernel;
+    dL/dc_k = Σ_H dL/dh ⊙ σ_k(z); h (if asked, for the output projection's gradient)
+    is re-accumulated from the same σ_k(z).
+    """
+    h_NGH = grad_z = None
     grads_c = []
     for k, name in enumerate(names):
+        act = ACTIVATIONS[name]
         c_k = c_NGK[..., k : k + 1]
-        value, deriv = ACTIVATIONS[name].value_and_derivative(z_NGH)
-        if need_h:
-            h_NGH = value * c_k if h_NGH is None else h_NGH + value * c_k
         if need_z:
-            slope_NGH = deriv * c_k if slope_NGH is None else slope_NGH + deriv * c_k
-        if need_c:
-            grads_c.append((grad_h_NGH * value).sum(dim=-1))
-    grad_z = grad_h_NGH * slope_NGH if need_z else None
+            term = act.vjp(grad_h_NGH * c_k, z_NGH)
+            grad_z = term if grad_z is None else grad_z.add_(term)
+        if need_c or need_h:
+            value = act(z_NGH)
+            if value is z_NGH:  # identity: never modify the saved input in place
+                value = value.clone()
+            if need_h:
+                h_NGH = value * c_k if h_NGH is None else h_NGH.addcmul_(value, c_k)
+            if need_c:
+                grads_c.append(value.mul_(grad_h_NGH).sum(dim=-1))
     grad_c = None
     if need_c:
         grad_c = torch.stack(grads_c, dim=-1)
