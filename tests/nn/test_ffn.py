@@ -5,6 +5,7 @@ import itertools
 import pytest
 import torch
 
+from moa.nn import functional
 from moa.nn import (
     ACTIVATIONS, FFNConfig, build_ffn, convert_ffn, ffn_config, ffn_cost, mix_activations,
     mix_activations_reference, mixing_parameter_names, split_mixing_parameters,
@@ -61,10 +62,14 @@ CASES = (
 )
 
 
-@pytest.mark.parametrize("impl", ["fused", "reference"])
+@pytest.mark.parametrize("impl", ["fused", "fused-chunked", "reference"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_module_matches_explicit_reference_float64(case, impl):
+def test_module_matches_explicit_reference_float64(case, impl, monkeypatch):
+    if impl == "fused-chunked":  # 2 tokens per chunk: 8 chunks of 15 tokens, the last one ragged
+        monkeypatch.setattr(functional, "CHUNK_ELEMENTS_CPU", 2 * 64)
+        impl = "fused"
     ffn = randomise(build_ffn(FFNConfig(**case, impl=impl), D).double())
+    assert ffn.hidden_dim == 64
     x = torch.randn(3, 5, D, dtype=torch.float64)
     y, g = grads(ffn, ffn, x)
     y_ref, g_ref = grads(lambda t: reference_forward(ffn, t), ffn, x)

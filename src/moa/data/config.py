@@ -46,6 +46,11 @@ class DataError(ValueError):
     """
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for one-line errors wrapping it."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
 class SourceSpec(NamedTuple):
     """A parsed ``source`` string: ``scheme``, its ``arg`` (path/name), ``dtype`` for shards."""
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from moa.data.cache import short_hash
-from moa.data.config import DataConfig, DataError, SourceSpec
+from moa.data.config import DataConfig, DataError, SourceSpec, first_line
 
 FORMAT_VERSION = "moa-corpus-v1"
 EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
@@ -140,7 +140,7 @@ def _jsonl_documents(text: str, rel: str, field_name: str) -> list[str]:
         try:
             record = json.loads(line)
         except ValueError as e:
-            raise DataError(f"{rel}:{lineno} is not valid JSON ({e})") from None
+            raise DataError(f"{rel}:{lineno} is not valid JSON ({first_line(e)})") from None
         if not isinstance(record, dict):
             raise DataError(f"{rel}:{lineno} is a JSON {type(record).__name__}, not an object")
         if field_name not in record:
@@ -311,8 +311,7 @@ def _stream(datasets, name: str, subset: Optional[str], config: DataConfig) -> I
     except DataError:
         raise
     except Exception as e:  # datasets raises many types (network, auth, missing config)
-        first_line = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(
-            f"source={config.source!r} could not be streamed ({type(e).__name__}: {first_line}); "
+            f"source={config.source!r} could not be streamed ({type(e).__name__}: {first_line(e)}); "
             "it needs network access to the Hugging Face Hub"
         ) from None

@@ -2,9 +2,10 @@
 
 All three share one small interface: ``spec``, ``vocab_size``, ``eos_id``,
 ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``encode_batch(texts) ->
-list[np.ndarray]`` (parallel for BPE), ``separator_ids`` (appended after every document),
-``fingerprint`` (names the tokenizer in the token cache) and ``token_bytes`` (UTF-8 bytes
-per id, for bits per byte).
+list[np.ndarray]`` (parallel for BPE), ``pieces(text)`` (a long document cut where that
+leaves its ids unchanged, to parallelise it), ``separator_ids`` (appended after every
+document), ``fingerprint`` (names the tokenizer in the token cache), ``path`` (its file,
+if any) and ``token_bytes`` (UTF-8 bytes per id, for bits per byte).
 
 Choices the trainer relies on:
 
@@ -38,7 +39,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from moa.data.cache import atomic_write_bytes, cache_root, short_hash
-from moa.data.config import DataConfig, DataError
+from moa.data.config import DataConfig, DataError, first_line
 
 EOS_TEXT = "<|endoftext|>"
 HF_EOS_CANDIDATES = (EOS_TEXT, "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
@@ -246,7 +247,7 @@ def load_hf_tokenizer(raw_path: str, spec: str) -> HFTokenizer:
         try:
             return HFTokenizer(_Tok.from_file(str(file)), spec, path=str(file))
         except Exception as e:  # tokenizers raises a bare Exception on a malformed file
-            raise DataError(f"tokenizer={spec!r}: {str(file)!r} is not a tokenizers JSON file ({e})") from None
+            raise DataError(f"tokenizer={spec!r}: {str(file)!r} is not a tokenizers JSON file ({first_line(e)})") from None
     try:
         from transformers import AutoTokenizer
     except ImportError:

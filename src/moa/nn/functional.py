@@ -88,10 +88,29 @@ class MixActivations(torch.autograd.Function):
         return grad_z, grad_c, None
 
 
+def _chunk_rows(z_NGH: Tensor) -> int:
+    """Tokens per chunk in :class:`MixProject`: all at once under torch.compile (inductor
+    fuses the pointwise work itself), else chunks whose temporaries stay cache-sized on
+    CPU and a few MB on GPU, so recomputing K activations costs no hidden-size buffers."""
+    n = z_NGH.shape[0]
+    if torch.compiler.is_compiling():
+        return n
+    budget = CHUNK_ELEMENTS_CUDA if z_NGH.is_cuda else CHUNK_ELEMENTS_CPU
+    return max(1, min(n, budget // max(1, z_NGH[0].numel())))
+
+
+#: elements of one (chunk, m) temporary in :class:`MixProject`'s eager chunked loop
+CHUNK_ELEMENTS_CPU = 1 << 16
+CHUNK_ELEMENTS_CUDA = 1 << 22
+
+
 class MixProject(torch.autograd.Function):
     """``y_ND = (h ⊙ v) W_outᵀ`` with ``h = Σ_k c_k σ_k(z)`` (``v=None``: no GLU product).
 
-    Saves ``z, c, v, W_out``; recomputes ``h`` in backward for ``dW_out``.
+    Saves ``z, c, v, W_out``. Forward and backward run over chunks of tokens, so the
+    K activations, ``h`` and their gradients only ever exist chunk by chunk; backward
+    writes dL/dz into the buffer of dL/dp. Memory: Type-I keeps ``z`` (as ReLU keeps its
+    output), Type-II keeps ``z, v``.
     """
 
     @staticmethod
@@ -99,25 +118,53 @@ class MixProject(torch.autograd.Function):
                 names: tuple[str, ...]) -> Tensor:
         ctx.save_for_backward(z_NGH, c_NGK, v_NGH, w_out_DM)
         ctx.names = names
-        h_NGH = _mix_forward(z_NGH, c_NGK, names)
-        p_NGH = h_NGH if v_NGH is None else h_NGH * v_NGH
-        return F.linear(p_NGH.flatten(1), w_out_DM.to(p_NGH.dtype))
+        n, rows = z_NGH.shape[0], _chunk_rows(z_NGH)
+        w_DM = w_out_DM.to(z_NGH.dtype)
+        y_ND = z_NGH.new_empty(n, w_DM.shape[0]) if rows < n else None
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            p = _mix_forward(z_NGH[s:e], c_NGK if c_NGK.shape[0] == 1 else c_NGK[s:e], names)
+            if v_NGH is not None:
+                p = p.mul_(v_NGH[s:e]) if rows < n else p * v_NGH
+            if y_ND is None:
+                return F.linear(p.flatten(1), w_DM)
+            torch.mm(p.flatten(1), w_DM.t(), out=y_ND[s:e])
+        return y_ND
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y_ND: Tensor):
         z_NGH, c_NGK, v_NGH, w_out_DM = ctx.saved_tensors
         need_z, need_c, need_v, need_w = ctx.needs_input_grad[:4]
+        need_h = need_v or need_w
+        n, rows = z_NGH.shape[0], _chunk_rows(z_NGH)
+        shared_c = c_NGK.shape[0] == 1
         grad_p_NGH = (grad_y_ND @ w_out_DM.to(grad_y_ND.dtype)).view_as(z_NGH)
-        grad_h_NGH = grad_p_NGH if v_NGH is None else grad_p_NGH * v_NGH
-        h_NGH, grad_z, grad_c = _mix_backward(z_NGH, c_NGK, ctx.names, grad_h_NGH, need_z, need_c,
-                                              need_v or need_w)
-        grad_v = grad_w = None
-        if need_v:
-            grad_v = grad_p_NGH * h_NGH
-        if need_w:
-            p_NGH = h_NGH if v_NGH is None else h_NGH * v_NGH
-            grad_w = (grad_y_ND.t() @ p_NGH.flatten(1)).to(w_out_DM.dtype)
-        return grad_z, grad_c, grad_v, grad_w, None
+        grad_v = torch.empty_like(v_NGH) if need_v else None
+        acc_dtype = torch.promote_types(grad_y_ND.dtype, torch.float32)  # bf16 sums over chunks drift
+        grad_w = torch.zeros(w_out_DM.shape, dtype=acc_dtype, device=grad_y_ND.device) if need_w else None
+        grads_c = []
+        for s in range(0, n, rows):
+            e = min(n, s + rows)
+            z, gp = z_NGH[s:e], grad_p_NGH[s:e]
+            v = None if v_NGH is None else v_NGH[s:e]
+            gh = gp if v is None else gp * v
+            h, gz, gc = _mix_backward(z, c_NGK if shared_c else c_NGK[s:e], ctx.names, gh, need_z, need_c, need_h)
+            if need_c:
+                grads_c.append(gc)
+            if need_v:
+                torch.mul(gp, h, out=grad_v[s:e])
+            if need_w:
+                p = h if v is None else h.mul_(v)
+                gw = grad_y_ND[s:e].t() @ p.flatten(1)
+                grad_w = gw if rows >= n else grad_w.add_(gw.to(grad_w.dtype))
+            if need_z:
+                gp.copy_(gz)  # dL/dp of these rows is used up: its buffer takes dL/dz
+        grad_c = None
+        if need_c:
+            grad_c = torch.stack(grads_c).sum(0) if shared_c else torch.cat(grads_c)
+        grad_w = grad_w.to(w_out_DM.dtype) if need_w else None
+        return (grad_p_NGH if need_z else None), grad_c, grad_v, grad_w, None
 
 
 def _grouped(z: Tensor, coef: Tensor, names) -> tuple[Tensor, Tensor]:
