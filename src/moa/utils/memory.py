@@ -1,10 +1,10 @@
-"""Peak memory of a callable, on CUDA (allocator stats) or CPU (profiler memory events).
+"""Peak memory of a callable, on CUDA (allocator stats) or CPU (profiler memory timeline).
 
-CPU has no allocator statistics, so the CPU path replays the profiler's allocation and
-free events in time order and returns the highest running total. It sees allocations
-made through the dispatcher (eager ops and the buffers of torch.compile's generated
-code); transient allocations freed inside a single op are netted out, so it is a slight
-under-estimate of the true peak. Compare numbers measured the same way only.
+CPU has no allocator statistics, so the CPU path records the profiler's memory timeline
+(every tensor allocation and free, with timestamps; ``torch.profiler``'s memory profile,
+a private but long-standing API) and returns the highest running total of live bytes.
+It sees allocations made through the dispatcher: eager ops and the buffers of
+torch.compile's generated code alike.
 """
 
 from __future__ import annotations
@@ -25,11 +25,16 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device | str = "cp
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
         fn()
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
     live = peak = 0
-    for event in events:
-        live += event.self_cpu_memory_usage
+    for _, action, _, size in sorted(prof._memory_profile().timeline, key=lambda r: r[0]):
+        if action == Action.CREATE:
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
         peak = max(peak, live)
     return peak
