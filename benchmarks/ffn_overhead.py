@@ -81,6 +81,7 @@ def main(argv=None):
         x = torch.randn(args.tokens, d, device=device, dtype=dtype, requires_grad=True)
         for mode in args.modes.split(","):
             for name, overrides, base in PAIRS:
+                torch._dynamo.reset()  # fresh compile caches: no recompile limit across pairs
                 modules = [build_ffn(ffn_config(name, **overrides), d), build_ffn(ffn_config(base), d)]
                 modules = [m.to(device=device, dtype=dtype) for m in modules]
                 if mode == "compiled":

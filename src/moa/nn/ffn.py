@@ -141,9 +141,10 @@ def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
 def _init_coefficients(config: FFNConfig) -> Tensor:
     """Mixing coefficients (K,) that ``config.init`` asks for: uniform 1/K or one-hot."""
     k = config.num_activations
+    # explicit CPU: these are init constants, also under a `with torch.device("meta")` build
     if config.init == "uniform":
-        return torch.full((k,), 1.0 / k)
-    coef = torch.zeros(k)
+        return torch.full((k,), 1.0 / k, device="cpu")
+    coef = torch.zeros(k, device="cpu")
     coef[config.activations.index(config.init)] = 1.0
     return coef
 
@@ -156,7 +157,7 @@ def gate_logits_for(coef: Tensor, config: FFNConfig) -> Tensor:
     are mapped to a margin of ``config.init_logit_gap`` (see :mod:`moa.nn.config`).
     Biases are multiplied by τ so the temperature cancels.
     """
-    coef = coef.detach().double()
+    coef = coef.detach().double().cpu()
     gap = config.init_logit_gap
     if config.gate_norm == "none":
         logits = coef

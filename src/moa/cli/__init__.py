@@ -1,0 +1,47 @@
+"""The ``moa`` command: a thin root that wires one module per sub-command.
+
+User errors (bad keys, values, paths, run directories) print one line, ``moa: error: …``,
+and exit with status 2; set ``MOA_DEBUG=1`` for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from moa.cli import ffn, presets, sample, train
+
+COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="moa", description="Mixture of Activations: layers and LM research harness")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return run_guarded(COMMANDS[args.command].run, args)
+
+
+def run_guarded(fn, args) -> int:
+    from moa.train import TrainingDiverged
+
+    try:
+        return fn(args) or 0
+    except KeyboardInterrupt:
+        print("moa: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, NotADirectoryError, TrainingDiverged) as exc:
+        if os.environ.get("MOA_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"moa: error: {msg}", file=sys.stderr)
+        return 1 if isinstance(exc, TrainingDiverged) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

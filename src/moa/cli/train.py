@@ -1,0 +1,86 @@
+"""``moa train``: pre-train an LM from a preset plus ``key=value`` overrides, or resume one."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from moa.config import apply_overrides, dumps
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a language model (default: the demo preset)",
+                       description="Train an LM. Overrides are dotted key=value pairs, e.g. "
+                                   "model.ffn=swiglu train.tokens=2M optim.name=muon.")
+    p.add_argument("--preset", default=None, help="run preset (see `moa presets`); default: demo")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<ffn>-<time>)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def resolve(args):
+    from moa.presets import get_preset
+
+    if args.resume:
+        from moa.config import config_from_dict
+        from moa.train.records import CONFIG, read_json
+
+        run_dir = Path(args.resume)
+        if not (run_dir / CONFIG).exists():
+            raise FileNotFoundError(f"cannot resume {run_dir}: no {CONFIG} there")
+        base = config_from_dict(read_json(run_dir / CONFIG))
+        if args.preset:
+            raise ValueError("--resume takes its config from the run directory; drop --preset")
+        cfg = apply_overrides(base, args.overrides) if args.overrides else None
+        return cfg, run_dir
+    preset = args.preset or "demo"
+    cfg = apply_overrides(get_preset(preset), args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / f"{preset}-{cfg.model.ffn}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, out
+
+
+def describe(cfg) -> dict:
+    """Parameter counts of the model ``cfg`` describes, built on the meta device."""
+    from moa.model import Transformer, param_counts
+    from moa.nn import ffn_cost
+    from moa.presets import vocab_size_of
+
+    mcfg = cfg.model if cfg.model.vocab_size else cfg.model.replace(vocab_size=vocab_size_of(cfg.data.tokenizer))
+    with torch.device("meta"):
+        model = Transformer(mcfg)
+    cost = ffn_cost(mcfg.ffn_config(), mcfg.d_model)
+    return {**param_counts(model), "vocab_size": mcfg.vocab_size, "ffn_params_per_layer": cost.params,
+            "ffn_mixing_params_per_layer": cost.mixing_params, "ffn_flops_per_token_per_layer": cost.flops,
+            "steps": cfg.train.steps, "tokens_per_step": cfg.train.tokens_per_step}
+
+
+def run(args) -> int:
+    from moa.train import train
+
+    cfg, out = resolve(args)
+    if args.dry_run:
+        shown = cfg if cfg is not None else None
+        print(dumps(shown) if shown is not None else (out / "config.json").read_text())
+        if shown is not None:
+            print(json.dumps(describe(shown), indent=2))
+        return 0
+    summary = train(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    print_summary(out, summary)
+    return 0
+
+
+def print_summary(out: Path, s: dict) -> None:
+    print(f"""
+run        {out}
+ffn        {s['ffn']}   tokenizer {s['tokenizer']} (vocab {s['vocab_size']})
+params     {s['params_total']:,} total, {s['params_non_embedding']:,} non-embedding
+trained    {s['tokens']:,} tokens in {s['steps']} steps, {s['wall_s']:.1f} s wall, {s['tokens_per_s']:,.0f} tokens/s
+val        loss {s['final_val_loss']:.4f} nats/token, {s['final_val_bpb']:.4f} bits/byte ({s['val_tokens']:,} tokens)
+files      config.json metrics.jsonl summary.json environment.json checkpoint.pt tb/
+next       moa sample {out} --prompt "def "
+""".rstrip())

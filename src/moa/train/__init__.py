@@ -1,0 +1,5 @@
+"""Training: optimizers, schedules, checkpoints, run records and the loop (MOA.md §4)."""
+
+from moa.train.loop import Evaluation, RunDirError, TrainingDiverged, evaluate, train
+
+__all__ = ["train", "evaluate", "Evaluation", "TrainingDiverged", "RunDirError"]

@@ -1,0 +1,254 @@
+"""The training loop: a token budget, exact resume, evaluation in nats and bits per byte.
+
+``train(config, out_dir)`` runs a fresh run; ``train(None, out_dir, resume=True)``
+continues one from its last checkpoint. The batch of step s is a pure function of
+(data, seed, s) (:class:`moa.data.TokenBatcher`) and the LR a pure function of s
+(:mod:`moa.train.schedule`), so a checkpoint only needs model, optimizer, step and RNG
+state for the resumed run to continue exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from moa.config import RunConfig, config_from_dict, diff_configs
+from moa.data import TokenBatcher, count_utf8_bytes, prepare_data, val_batches
+from moa.model import Transformer, lm_loss, param_counts
+from moa.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from moa.train.optim import build_optimizers
+from moa.train.records import (
+    CONFIG, ENVIRONMENT, SUMMARY, MetricsLogger, environment, git_commit, read_json, write_json,
+)
+from moa.train.schedule import lr_multiplier
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; the last good checkpoint is kept."""
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked."""
+
+
+@dataclass
+class Evaluation:
+    loss: float  # nats per token
+    bpb: float  # bits per UTF-8 byte
+    tokens: int
+
+
+def resolve_device(cfg: RunConfig) -> tuple[torch.device, Optional[torch.dtype]]:
+    """(device, autocast dtype or None)."""
+    want = cfg.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device='cuda' but no CUDA device is available; valid here: auto, cpu")
+    device = torch.device("cuda" if want == "auto" and torch.cuda.is_available() else ("cpu" if want == "auto" else want))
+    dtype = cfg.train.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return device, (torch.bfloat16 if dtype == "bfloat16" else None)
+
+
+def evaluate(model, batches, device, autocast_dtype, n_bytes: int) -> Evaluation:
+    was_training = model.training
+    model.eval()
+    nats, tokens = 0.0, 0
+    with torch.no_grad(), _autocast(device, autocast_dtype):
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            nats += lm_loss(model(x), y, reduction="sum").item()
+            tokens += y.numel()
+    model.train(was_training)
+    return Evaluation(loss=nats / tokens, bpb=nats / (math.log(2) * n_bytes), tokens=tokens)
+
+
+def _autocast(device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool) -> RunConfig:
+    if resume:
+        if not (out / CONFIG).exists():
+            raise RunDirError(f"cannot resume {out}: it has no {CONFIG} (not a moa run directory)")
+        saved = config_from_dict(read_json(out / CONFIG))
+        if cfg is not None and cfg != saved:
+            diffs = "; ".join(diff_configs(saved, cfg)[:4])
+            raise RunDirError(f"cannot resume {out} with a different config ({diffs}); drop the overrides or use a new --out")
+        if not (out / CHECKPOINT).exists():
+            raise RunDirError(f"cannot resume {out}: it has no {CHECKPOINT} yet")
+        return saved
+    if out.exists() and any((out / name).exists() for name in (CHECKPOINT, SUMMARY, CONFIG)):
+        raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: bool = True,
+          stop_after: Optional[int] = None) -> dict:
+    """Run (or resume) training; returns the summary also written to ``summary.json``.
+
+    ``stop_after``: stop after that many optimizer steps of this invocation, as if the
+    process had been killed (no final checkpoint or summary); used to test resume.
+    """
+    out = Path(out_dir)
+    cfg = _prepare_run_dir(cfg, out, resume)
+    t_start = time.perf_counter()
+    device, autocast_dtype = resolve_device(cfg)
+    torch.manual_seed(cfg.seed)
+
+    data = prepare_data(cfg.data)
+    tok = data.tokenizer
+    if cfg.model.vocab_size is None:
+        cfg = cfg.replace(model=cfg.model.replace(vocab_size=tok.vocab_size))
+    elif cfg.model.vocab_size < tok.vocab_size:
+        raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
+                         f"{tok.vocab_size} ({tok.spec}); leave it unset to match the tokenizer")
+    tc = cfg.train
+    batcher = TokenBatcher(data.train_tokens, tc.seq_len, tc.batch_size, cfg.seed)
+    val = val_batches(data.val_tokens, tc.seq_len, tc.micro_batch_size or tc.batch_size, tc.eval_tokens)
+    val_bytes = sum(count_utf8_bytes(tok, y) for _, y in val)
+
+    model = Transformer(cfg.model).to(device)
+    counts = param_counts(model)
+    optimizers = build_optimizers(model, cfg.optim)
+    start_step = 0
+    if resume:
+        state = load_checkpoint(out)
+        if state["vocab_size"] != cfg.model.vocab_size or state["tokenizer"] != tok.spec:
+            raise RunDirError(f"tokenizer/model vocab mismatch on resume: checkpoint has {state['tokenizer']} "
+                              f"(vocab {state['vocab_size']}), data now gives {tok.spec} (vocab {tok.vocab_size})")
+        if state["corpus_fingerprint"] != data.fingerprint:
+            raise RunDirError(f"corpus changed since the checkpoint (fingerprint {state['corpus_fingerprint']} → "
+                              f"{data.fingerprint}); resume needs the same data")
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        set_rng_state(state["rng"])
+        start_step = state["step"]
+        wall_before, train_time_before = state["wall_s"], state["train_s"]
+    else:
+        write_json(out / CONFIG, cfg.to_dict())
+        write_json(out / ENVIRONMENT, {**environment(), "data": data.meta, "params": counts})
+        wall_before = train_time_before = 0.0
+        if data.tokenizer.spec != "bytes" and hasattr(tok, "backend"):
+            tok.backend.save(str(out / "tokenizer.json"))
+
+    use_compile = tc.compile == "true" or (tc.compile == "auto" and device.type == "cuda")
+    step_model = torch.compile(model) if use_compile else model
+    logger = MetricsLogger(out, keep_until_step=start_step if resume else None)
+    total = tc.steps
+    micro = tc.micro_batch_size or tc.batch_size
+    accum = tc.batch_size // micro
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def checkpoint(step: int, wall: float, train_s: float) -> None:
+        save_checkpoint(out, {
+            "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step,
+            "rng": rng_state(), "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec,
+            "corpus_fingerprint": data.fingerprint, "wall_s": wall, "train_s": train_s, "config": cfg.to_dict(),
+        })
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True, leave=False)
+
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet checked on the host
+    last_good = start_step
+    train_s = train_time_before
+    interval_t, interval_tokens = time.perf_counter(), 0
+    last_eval: Optional[Evaluation] = None
+    tokens_per_s = 0.0
+
+    def flush_pending() -> Optional[float]:
+        nonlocal pending
+        if not pending:
+            return None
+        losses = torch.stack([l for _, l in pending]).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step_bad = pending[int(bad[0])][0]
+            raise TrainingDiverged(f"loss is not finite at step {step_bad + 1}; stopped. Last good checkpoint: "
+                                   f"{out / CHECKPOINT} (step {last_good}); lower optim.lr or raise warmup")
+        mean = losses.mean().item()
+        pending = []
+        return mean
+
+    try:
+        model.train()
+        for step in range(start_step, total):
+            if stop_after is not None and step - start_step >= stop_after:
+                return {}
+            mult = lr_multiplier(step, total, cfg.schedule)
+            for opt in optimizers:
+                for g in opt.param_groups:
+                    g["lr"] = g["base_lr"] * mult
+            loss_sum = torch.zeros((), device=device)
+            for i in range(accum):
+                x, y = batcher.batch(step, i * micro, (i + 1) * micro)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device, autocast_dtype):
+                    loss = lm_loss(step_model(x), y)
+                (loss / accum).backward()
+                loss_sum += loss.detach()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
+            pending.append((step, loss_sum / accum))
+            interval_tokens += tc.tokens_per_step
+            done = step + 1
+            is_last = done == total
+            log_now = done % tc.log_every == 0 or is_last
+            eval_now = (tc.eval_every and done % tc.eval_every == 0) or is_last
+            ckpt_now = (tc.ckpt_every and done % tc.ckpt_every == 0) or is_last
+            if log_now or eval_now or ckpt_now:
+                train_loss = flush_pending()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                now = time.perf_counter()
+                train_s += now - interval_t
+                tokens_per_s = interval_tokens / max(now - interval_t, 1e-9)
+                if train_loss is not None:
+                    logger.log({"event": "train", "step": done, "tokens": done * tc.tokens_per_step,
+                                "train_loss": train_loss, "lr": cfg.optim.lr * mult, "tokens_per_s": tokens_per_s})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                if eval_now:
+                    last_eval = evaluate(model, val, device, autocast_dtype, val_bytes)
+                    logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
+                                "val_loss": last_eval.loss, "val_bpb": last_eval.bpb})
+                if ckpt_now:
+                    last_good = done
+                    checkpoint(done, wall_before + time.perf_counter() - t_start, train_s)
+                interval_t, interval_tokens = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+    finally:
+        logger.close()
+        if bar is not None:
+            bar.close()
+
+    if last_eval is None:  # resumed a finished run: evaluate the final model
+        last_eval = evaluate(model, val, device, autocast_dtype, val_bytes)
+    trained = total * tc.tokens_per_step
+    summary = {
+        "final_val_loss": last_eval.loss, "final_val_bpb": last_eval.bpb,
+        "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
+        "tokens": trained, "steps": total, "wall_s": wall_before + time.perf_counter() - t_start,
+        "train_s": train_s, "tokens_per_s": trained / max(train_s, 1e-9) if resume is False else
+        (trained - start_step * tc.tokens_per_step) / max(train_s - train_time_before, 1e-9),
+        "last_tokens_per_s": tokens_per_s, "git_commit": git_commit(), "corpus_fingerprint": data.fingerprint,
+        "ffn": cfg.model.ffn, "tokenizer": tok.spec, "vocab_size": cfg.model.vocab_size,
+        "val_tokens": last_eval.tokens, "device": str(device), "resumed_from_step": start_step if resume else None,
+    }
+    write_json(out / SUMMARY, summary)
+    return summary

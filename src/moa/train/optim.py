@@ -1,0 +1,63 @@
+"""Optimizers and their parameter groups (MOA.md §4).
+
+Groups, decided by name on the unwrapped model:
+
+* ``hidden``: 2-D matrices inside the blocks (attention and FFN projections). AdamW with
+  weight decay, or Muon (``optim.name="muon"``).
+* ``embedding``: token embedding and untied LM head. AdamW with weight decay (Muon's
+  orthogonalised update is meant for hidden matrices, not lookup tables).
+* ``no_decay``: norms, biases and every other 1-D or scalar parameter. AdamW, no decay.
+* ``mixing``: LA coefficients and MoA gates (:func:`moa.nn.mixing_parameter_names`).
+  AdamW, no decay, even under Muon (MOA.md §1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from moa.config import OptimConfig
+from moa.nn import mixing_parameter_names
+
+
+def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
+    """``{"hidden", "embedding", "no_decay", "mixing"} -> [(name, param)]``; each param once."""
+    mixing = mixing_parameter_names(model)
+    groups: dict[str, list] = {"hidden": [], "embedding": [], "no_decay": [], "mixing": []}
+    for name, p in model.named_parameters():  # tied weights appear once
+        if not p.requires_grad:
+            continue
+        if name in mixing:
+            groups["mixing"].append((name, p))
+        elif p.dim() < 2:
+            groups["no_decay"].append((name, p))
+        elif name.startswith(("embed.", "head.")):
+            groups["embedding"].append((name, p))
+        else:
+            groups["hidden"].append((name, p))
+    return groups
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """AdamW over all groups, or Muon (hidden) + AdamW (the rest). Groups carry ``name``."""
+    groups = param_groups(model)
+    adamw_kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+    def group(key, decay):
+        return {"params": [p for _, p in groups[key]], "weight_decay": cfg.weight_decay if decay else 0.0,
+                "name": key}
+
+    adam_groups = [group("embedding", True), group("no_decay", False), group("mixing", False)]
+    optimizers = []
+    if cfg.name == "muon":
+        if groups["hidden"]:
+            optimizers.append(torch.optim.Muon([group("hidden", True)], lr=cfg.lr, momentum=cfg.muon_momentum,
+                                               weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"))
+    else:
+        adam_groups.insert(0, group("hidden", True))
+    adam_groups = [g for g in adam_groups if g["params"]]
+    optimizers.insert(0, torch.optim.AdamW(adam_groups, **adamw_kw))
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["base_lr"] = g["lr"]
+    return optimizers
