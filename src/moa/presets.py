@@ -30,7 +30,7 @@ def demo() -> RunConfig:
     return RunConfig(
         model=ModelConfig(d_model=96, n_layers=3, n_heads=3, ffn="moa-glu", max_seq_len=256),
         optim=OptimConfig(lr=6e-3),
-        train=TrainConfig(tokens=2_000_000, batch_size=32, seq_len=128, eval_tokens=65_536, eval_every=100,
+        train=TrainConfig(tokens=3_000_000, batch_size=32, seq_len=128, eval_tokens=65_536, eval_every=100,
                           log_every=10),
     )
 

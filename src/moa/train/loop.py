@@ -227,6 +227,9 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
                     logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
                                 "val_loss": last_eval.loss, "val_bpb": last_eval.bpb})
                 if ckpt_now:
+                    if not all(torch.isfinite(p).all() for p in params):  # never save a diverged model
+                        raise TrainingDiverged(f"parameters are not finite after step {done}; stopped. Last good "
+                                               f"checkpoint: {out / CHECKPOINT} (step {last_good}); lower optim.lr")
                     last_good = done
                     checkpoint(done, wall_before + time.perf_counter() - t_start, train_s)
                 interval_t, interval_tokens = time.perf_counter(), 0

@@ -1,0 +1,121 @@
+"""Training runs for real: learning, resume, atomic checkpoints, records."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from moa.data import prepare_data
+from moa.nn import FFN_PRESETS
+from moa.presets import get_preset
+from moa.train import TrainingDiverged, train
+from moa.train import checkpoint as ckpt
+from moa.train.records import read_metrics
+
+
+
+@pytest.mark.parametrize("ffn", list(FFN_PRESETS))
+def test_loss_decreases_for_every_ffn(ffn, tmp_path, tiny):
+    summary = train(tiny(f"model.ffn={ffn}", steps=40), tmp_path / "run", progress=False)
+    losses = [e["train_loss"] for e in read_metrics(tmp_path / "run") if e["event"] == "train"]
+    assert len(losses) == 40
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < first - 1.0, (first, last)  # from ~ln(256)=5.5 to well below
+    assert summary["final_val_loss"] < 4.0 and summary["ffn"] == ffn
+
+
+def test_debug_preset_learns_below_unigram_entropy(tmp_path):
+    """The full debug preset (under a minute on 2 cores) beats the corpus' unigram entropy."""
+    cfg = get_preset("debug")
+    summary = train(cfg, tmp_path / "run", progress=False)
+    data = prepare_data(cfg.data)
+    counts = np.bincount(np.asarray(data.train_tokens), minlength=256).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    unigram = float(-(p * np.log(p)).sum())  # nats/token
+    assert summary["final_val_loss"] < 0.75 * unigram, (summary["final_val_loss"], unigram)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "environment.json", "checkpoint.pt", "tb"} <= files
+    for key in ("final_val_loss", "final_val_bpb", "params_total", "params_non_embedding", "tokens", "wall_s",
+                "tokens_per_s", "git_commit", "corpus_fingerprint"):
+        assert key in summary
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["final_val_loss"] == summary["final_val_loss"]
+    events = read_metrics(tmp_path / "run")
+    assert {"step", "tokens", "train_loss", "lr", "tokens_per_s"} <= set(events[0])
+    assert any({"val_loss", "val_bpb"} <= set(e) for e in events)
+
+
+@pytest.mark.parametrize("opt", ["adamw", "muon"])
+def test_resume_equals_uninterrupted(opt, tmp_path, tiny):
+    cfg = tiny(f"optim.name={opt}", "train.ckpt_every=5", "train.micro_batch_size=4", steps=16)
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "cut", progress=False, stop_after=12)  # "killed" at step 12; last checkpoint: 10
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 10
+    resumed = train(None, tmp_path / "cut", resume=True, progress=False)
+    a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert [e["step"] for e in a] == [e["step"] for e in b]  # events past the checkpoint were dropped
+    for ea, eb in zip(a, b):
+        for key in ("train_loss", "val_loss", "val_bpb"):
+            if key in ea:
+                assert ea[key] == pytest.approx(eb[key], rel=1e-6, abs=1e-7)
+    sa = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    sb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=1e-6, atol=1e-7)
+    assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-6)
+    assert resumed["resumed_from_step"] == 10
+
+
+def test_atomic_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(tmp_path, {"step": 1, "w": torch.arange(10)})
+
+    def crashing_save(obj, f):
+        f.write(b"partial bytes of a checkpoint")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ckpt.torch, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, {"step": 2, "w": torch.zeros(10)})
+    monkeypatch.undo()
+    state = ckpt.load_checkpoint(tmp_path)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.arange(10))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp file left behind
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny):
+    cfg = tiny("optim.lr=1e30", "optim.grad_clip=0", "schedule.warmup=0", "train.ckpt_every=1", steps=20)
+    with pytest.raises(TrainingDiverged) as e:
+        train(cfg, tmp_path / "run", progress=False)
+    msg = str(e.value)
+    assert "not finite" in msg and "\n" not in msg and "Last good checkpoint" in msg
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    bad_step = int(msg.split(" step ")[1].split(";")[0])
+    assert state["step"] == bad_step - 1 and f"(step {state['step']})" in msg
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path, tiny):
+    a = train(tiny("train.micro_batch_size=2", steps=6), tmp_path / "a", progress=False)
+    b = train(tiny(steps=6), tmp_path / "b", progress=False)
+    assert a["final_val_loss"] == pytest.approx(b["final_val_loss"], rel=1e-4)
+
+
+def test_bits_per_byte_on_a_known_string(tmp_path):
+    """A model with uniform logits has loss ln V per token; bpb = tokens·ln V / (ln 2 · bytes)."""
+    from moa.data import ByteTokenizer, count_utf8_bytes
+    from moa.model import ModelConfig, Transformer
+    from moa.train import evaluate
+
+    text = "héllo wörld € 🙂 " * 8  # multi-byte characters: bytes != characters
+    tok = ByteTokenizer()
+    ids = torch.tensor(tok.encode(text))
+    x, y = ids[:-1].view(1, -1), ids[1:].view(1, -1)
+    model = Transformer(ModelConfig(vocab_size=256, d_model=32, n_layers=1, n_heads=2, ffn="swiglu"))
+    torch.nn.init.zeros_(model.head.weight)  # tied: zero embedding too → logits all zero
+    n_bytes = count_utf8_bytes(tok, y)
+    assert n_bytes == len(text.encode()) - 1
+    ev = evaluate(model, [(x, y)], torch.device("cpu"), None, n_bytes)
+    assert ev.loss == pytest.approx(math.log(256), rel=1e-6)
+    assert ev.bpb == pytest.approx(8.0, rel=1e-6)  # bytes tokenizer: log2(256) bits per byte
