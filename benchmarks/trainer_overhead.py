@@ -156,11 +156,18 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (default 60)")
     p.add_argument("--repeats", type=int, default=3, help="bare/trainer pairs, alternated (default 3)")
     p.add_argument("--warmup-steps", type=int, default=10, help="untimed bare-loop steps first (0: none)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for both sides (default: torch's; 1 avoids OpenMP thrashing "
+                        "when other processes share the cores)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     if args.steps <= 0 or args.repeats <= 0:
         p.error("--steps and --repeats must be positive")
+    if args.threads is not None:
+        if args.threads <= 0:
+            p.error("--threads must be positive")
+        torch.set_num_threads(args.threads)
 
     own_cache = None
     if not os.environ.get("MOA_CACHE_DIR"):
@@ -193,6 +200,12 @@ def _bench(args) -> int:
           f"{f' (micro {tc.micro_batch_size})' if tc.micro_batch_size else ''} = {tc.tokens_per_step:,} tok/step; "
           f"steps={tc.steps}, log_every={tc.log_every}, repeats={args.repeats}")
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cores = os.cpu_count() or 1
+    if load > 0.75:
+        print(f"# note: 1-min load average {load:.1f} on {cores} cores before starting: other processes compete "
+              f"for the CPU and timings will be noisy" + ("" if torch.get_num_threads() == 1 else
+                                                          "; --threads 1 avoids OpenMP thrashing"))
     if args.warmup_steps > 0:
         w = bare_loop(cfg, data, max_steps=args.warmup_steps)
         print(f"warm-up (bare, untimed) {min(args.warmup_steps, tc.steps)} steps: {w['tokens_per_s']:,.0f} tok/s")

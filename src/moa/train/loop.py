@@ -105,6 +105,14 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
 
     data = prepare_data(cfg.data)
     tok = data.tokenizer
+    state = load_checkpoint(out) if resume else None
+    if state is not None:
+        if state["vocab_size"] != cfg.model.vocab_size or state["tokenizer"] != tok.spec:
+            raise RunDirError(f"tokenizer/model vocab mismatch on resume: checkpoint has {state['tokenizer']} "
+                              f"(vocab {state['vocab_size']}), data now gives {tok.spec} (vocab {tok.vocab_size})")
+        if state["corpus_fingerprint"] != data.fingerprint:
+            raise RunDirError(f"corpus changed since the checkpoint (fingerprint {state['corpus_fingerprint']} → "
+                              f"{data.fingerprint}); resume needs the same data")
     if cfg.model.vocab_size is None:
         cfg = cfg.replace(model=cfg.model.replace(vocab_size=tok.vocab_size))
     elif cfg.model.vocab_size < tok.vocab_size:
@@ -119,14 +127,7 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
     counts = param_counts(model)
     optimizers = build_optimizers(model, cfg.optim)
     start_step = 0
-    if resume:
-        state = load_checkpoint(out)
-        if state["vocab_size"] != cfg.model.vocab_size or state["tokenizer"] != tok.spec:
-            raise RunDirError(f"tokenizer/model vocab mismatch on resume: checkpoint has {state['tokenizer']} "
-                              f"(vocab {state['vocab_size']}), data now gives {tok.spec} (vocab {tok.vocab_size})")
-        if state["corpus_fingerprint"] != data.fingerprint:
-            raise RunDirError(f"corpus changed since the checkpoint (fingerprint {state['corpus_fingerprint']} → "
-                              f"{data.fingerprint}); resume needs the same data")
+    if state is not None:
         model.load_state_dict(state["model"])
         for opt, opt_state in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)

@@ -1,0 +1,51 @@
+"""Run config: dotted overrides, types, unknown keys, round trip through JSON."""
+
+import json
+
+import pytest
+
+from moa.config import RunConfig, apply_overrides, config_from_dict, diff_configs, dumps, parse_overrides, valid_keys
+
+
+def test_overrides_typed():
+    cfg = apply_overrides(RunConfig(), ["model.ffn=swiglu", "train.tokens=2M", "optim.lr=1e-3", "seed=3",
+                                        "model.n_kv_heads=2", "model.tie_embeddings=false", "train.micro_batch_size=none"])
+    assert (cfg.model.ffn, cfg.train.tokens, cfg.optim.lr, cfg.seed) == ("swiglu", 2_000_000, 1e-3, 3)
+    assert cfg.model.n_kv_heads == 2 and cfg.model.tie_embeddings is False and cfg.train.micro_batch_size is None
+    assert parse_overrides(["train.tokens=1_500k"])["train.tokens"] == 1_500_000
+
+
+@pytest.mark.parametrize("pair, needle", [
+    ("model.fnn=swiglu", "did you mean 'model.ffn'"),
+    ("trian.tokens=5", "did you mean 'train.tokens'"),
+    ("train.tokens=1.5", "not a valid int"),
+    ("model.tie_embeddings=maybe", "not a valid bool"),
+    ("optim.lr=fast", "not a valid float"),
+])
+def test_override_errors(pair, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse_overrides([pair])
+
+
+def test_required_keys_exist():
+    keys = set(valid_keys())
+    for k in ["model.ffn", "model.d_model", "model.n_layers", "train.tokens", "train.batch_size", "train.seq_len",
+              "train.eval_every", "train.ckpt_every", "optim.name", "optim.lr", "schedule.name", "data.source",
+              "data.tokenizer", "seed"]:
+        assert k in keys
+
+
+def test_json_round_trip_and_diff():
+    cfg = apply_overrides(RunConfig(), ["model.ffn=relu", "optim.name=muon"])
+    back = config_from_dict(json.loads(dumps(cfg)))
+    assert back == cfg
+    assert diff_configs(RunConfig(), cfg) == ["model.ffn: 'moa-glu' → 'relu'", "optim.name: 'adamw' → 'muon'"]
+
+
+def test_validation_errors():
+    with pytest.raises(ValueError, match="micro_batch_size=3"):
+        apply_overrides(RunConfig(), ["train.batch_size=32", "train.micro_batch_size=3"])
+    with pytest.raises(ValueError, match="less than one step"):
+        apply_overrides(RunConfig(), ["train.tokens=100"])
+    with pytest.raises(ValueError, match="seq_len=4096 exceeds"):
+        apply_overrides(RunConfig(), ["train.seq_len=4096", "train.tokens=100M"])
