@@ -191,20 +191,20 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
             for opt in optimizers:
                 for g in opt.param_groups:
                     g["lr"] = g["base_lr"] * mult
-            loss_sum = torch.zeros((), device=device)
+            loss_sum = None
             for i in range(accum):
                 x, y = batcher.batch(step, i * micro, (i + 1) * micro)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with _autocast(device, autocast_dtype):
                     loss = lm_loss(step_model(x), y)
-                (loss / accum).backward()
-                loss_sum += loss.detach()
+                (loss / accum if accum > 1 else loss).backward()
+                loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
-            pending.append((step, loss_sum / accum))
+            pending.append((step, loss_sum / accum if accum > 1 else loss_sum))
             interval_tokens += tc.tokens_per_step
             done = step + 1
             is_last = done == total
@@ -223,6 +223,8 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
                                 "train_loss": train_loss, "lr": cfg.optim.lr * mult, "tokens_per_s": tokens_per_s})
                     if bar is not None:
                         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                paused = time.perf_counter()  # logging counts as training time; eval and checkpoints do not
+                train_s += paused - now
                 if eval_now:
                     last_eval = evaluate(model, val, device, autocast_dtype, val_bytes)
                     logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
