@@ -88,7 +88,9 @@ class TrainConfig:
     steps (0: only at the end). eval_tokens: size of the fixed validation set.
     compile: "auto" (on for CUDA, off on CPU where compile time dominates short runs),
     "true", "false". device: "auto" | "cpu" | "cuda". dtype: "auto" (bf16 autocast on
-    CUDA, fp32 on CPU) | "float32" | "bfloat16".
+    CUDA, fp32 on CPU) | "float32" | "bfloat16" (autocast) | "float64" (parameters and math in
+    float64: for numerical checks). parallel: "auto" (DDP when launched on
+    several processes by torchrun, else none) | "none" | "ddp" | "fsdp" (FSDP2).
     """
 
     tokens: int = 1_000_000
@@ -102,6 +104,7 @@ class TrainConfig:
     compile: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
+    parallel: str = "auto"
 
     def __post_init__(self) -> None:
         for key in ("tokens", "batch_size", "seq_len", "eval_tokens", "log_every"):
@@ -117,7 +120,8 @@ class TrainConfig:
             raise ValueError(f"train.micro_batch_size={mb!r} must be a positive divisor of train.batch_size={self.batch_size}")
         _choice("train.compile", self.compile, ("auto", "true", "false"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
-        _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16"))
+        _choice("train.dtype", self.dtype, ("auto", "float32", "bfloat16", "float64"))
+        _choice("train.parallel", self.parallel, ("auto", "none", "ddp", "fsdp"))
         if self.tokens < self.batch_size * self.seq_len:
             raise ValueError(f"train.tokens={self.tokens} is less than one step "
                              f"(batch_size*seq_len = {self.batch_size * self.seq_len})")

@@ -22,15 +22,21 @@ def load_run(run_dir: Path):
     from moa.config import config_from_dict
     from moa.data import ByteTokenizer, HFTokenizer
     from moa.model import Transformer
-    from moa.train.checkpoint import load_checkpoint
+    from moa.train.checkpoint import load_checkpoint, read_meta
     from moa.train.records import CONFIG, read_json
 
     if not (run_dir / CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} is not a moa run directory (no {CONFIG})")
-    state = load_checkpoint(run_dir)
-    cfg = config_from_dict(state["config"])
+    cfg = config_from_dict(read_json(run_dir / CONFIG))
+    if (run_dir / "model.pt").exists():  # FSDP runs leave consolidated weights here
+        weights = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+        state = read_meta(run_dir)
+    else:
+        state = load_checkpoint(run_dir)
+        weights = state["model"]
+    cfg = cfg.replace(model=cfg.model.replace(vocab_size=state["vocab_size"]))
     model = Transformer(cfg.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
     model.eval()
     if state["tokenizer"] == "bytes":
         tok = ByteTokenizer()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="launch N processes on this node with torchrun (DDP unless train.parallel=fsdp)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
@@ -40,7 +43,11 @@ def resolve(args):
         return cfg, run_dir
     preset = args.preset or "demo"
     cfg = apply_overrides(get_preset(preset), args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{preset}-{cfg.model.ffn}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.out:
+        out = Path(args.out)
+    else:  # every torchrun rank must pick the same directory: name it by the launch's run id
+        stamp = os.environ.get("TORCHELASTIC_RUN_ID") if "RANK" in os.environ else None
+        out = Path("runs") / f"{preset}-{cfg.model.ffn}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, out
 
 
@@ -59,10 +66,28 @@ def describe(cfg) -> dict:
             "steps": cfg.train.steps, "tokens_per_step": cfg.train.tokens_per_step}
 
 
+def launch(args, out: Path) -> int:
+    """Re-run this command under ``torchrun --standalone`` with ``--nproc`` processes."""
+    import subprocess
+    import sys
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc={args.nproc} must be >= 1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
+           "-m", "moa.train"]
+    cmd += ["--resume", args.resume] if args.resume else ["--preset", args.preset or "demo", "--out", str(out)]
+    if args.no_progress:
+        cmd.append("--no-progress")
+    cmd += args.overrides
+    return subprocess.call(cmd)
+
+
 def run(args) -> int:
     from moa.train import train
 
     cfg, out = resolve(args)
+    if args.nproc != 1 and not args.dry_run and "RANK" not in os.environ:
+        return launch(args, out)
     if args.dry_run:
         shown = cfg if cfg is not None else None
         print(dumps(shown) if shown is not None else (out / "config.json").read_text())
@@ -70,7 +95,8 @@ def run(args) -> int:
             print(json.dumps(describe(shown), indent=2))
         return 0
     summary = train(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
-    print_summary(out, summary)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print_summary(out, summary)
     return 0
 
 

@@ -18,3 +18,14 @@ __all__ = [
     "FFNCost", "ffn_cost", "ffn_param_count", "ffn_flops_per_token",
     "mixing_parameter_names", "split_mixing_parameters",
 ]
+
+from moa.nn.moe_config import MoEConfig, MoECost, moe_cost  # noqa: E402
+from moa.nn.moe import (  # noqa: E402
+    MoE, moe_aux_loss, moe_layers, moe_metrics, moe_reference_forward, moe_update_bias, router_parameter_names,
+)
+
+__all__ += [
+    "MoEConfig", "MoECost", "moe_cost",
+    "MoE", "moe_aux_loss", "moe_layers", "moe_metrics", "moe_reference_forward", "moe_update_bias",
+    "router_parameter_names",
+]

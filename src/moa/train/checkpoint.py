@@ -65,3 +65,72 @@ def load_checkpoint(run_dir: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; was the run started with this --out?")
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+# ---------------------------------------------------------------- FSDP2 (sharded) checkpoints
+#
+# Each rank writes its shards with torch.distributed.checkpoint into a fresh folder
+# ``checkpoint.dcp/step-NNNNNNN``; rank 0 then atomically rewrites the pointer file
+# ``checkpoint.json`` naming it and removes older folders. A crash mid-save leaves the
+# pointer on the previous complete checkpoint.
+
+POINTER = "checkpoint.json"
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / CHECKPOINT).exists() or (Path(run_dir) / POINTER).exists()
+
+
+def save_sharded(run_dir: Path, model, optimizers, meta: dict, rank: int) -> None:
+    import json
+    import shutil
+
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    run_dir = Path(run_dir)
+    folder = run_dir / "checkpoint.dcp" / f"step-{meta['step']:09d}"
+    model_sd, optim_sd = get_state_dict(model, optimizers)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(folder))
+    atomic_write(folder / f"rng-{rank}.pt", lambda f: torch.save(rng_state(), f))
+    if rank == 0:
+        atomic_write(folder / "meta.pt", lambda f: torch.save(meta, f))
+    dist.barrier()
+    if rank == 0:
+        pointer = {"format": "dcp", "step": meta["step"], "path": str(folder.relative_to(run_dir))}
+        atomic_write(run_dir / POINTER, lambda f: f.write(json.dumps(pointer).encode()))
+        for old in (run_dir / "checkpoint.dcp").iterdir():
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def load_sharded(run_dir: Path, model, optimizers, rank: int) -> dict:
+    """Load model and optimizer shards in place; returns the meta dict (step, …)."""
+    import json
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    run_dir = Path(run_dir)
+    pointer = json.loads((run_dir / POINTER).read_text())
+    folder = run_dir / pointer["path"]
+    model_sd, optim_sd = get_state_dict(model, optimizers)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_rng_state(torch.load(folder / f"rng-{rank}.pt", weights_only=False))
+    return torch.load(folder / "meta.pt", weights_only=False)
+
+
+def read_meta(run_dir: Path) -> dict:
+    """The checkpoint's bookkeeping (step, tokenizer, …) without loading weights."""
+    import json
+
+    run_dir = Path(run_dir)
+    if (run_dir / POINTER).exists():
+        pointer = json.loads((run_dir / POINTER).read_text())
+        return torch.load(run_dir / pointer["path"] / "meta.pt", weights_only=False)
+    state = load_checkpoint(run_dir)
+    return {k: v for k, v in state.items() if k not in ("model", "optimizers")}

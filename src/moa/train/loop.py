@@ -5,6 +5,10 @@ continues one from its last checkpoint. The batch of step s is a pure function o
 (data, seed, s) (:class:`moa.data.TokenBatcher`) and the LR a pure function of s
 (:mod:`moa.train.schedule`), so a checkpoint only needs model, optimizer, step and RNG
 state for the resumed run to continue exactly as if it had never stopped.
+
+Under torchrun the same function runs on every rank (:mod:`moa.train.distributed`):
+each rank takes a disjoint slice of every global batch, only rank 0 writes records,
+and FSDP2 runs save sharded checkpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.data import TokenBatcher, count_utf8_bytes, prepare_data, val_batches
 from moa.model import Transformer, lm_loss, param_counts
-from moa.train.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from moa.train import checkpoint as ckpt
+from moa.train import distributed as D
 from moa.train.optim import build_optimizers
 from moa.train.records import (
     CONFIG, ENVIRONMENT, SUMMARY, MetricsLogger, environment, git_commit, read_json, write_json,
@@ -49,22 +54,36 @@ def resolve_device(cfg: RunConfig) -> tuple[torch.device, Optional[torch.dtype]]
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device='cuda' but no CUDA device is available; valid here: auto, cpu")
-    device = torch.device("cuda" if want == "auto" and torch.cuda.is_available() else ("cpu" if want == "auto" else want))
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(want)
+    if device.type == "cuda" and D.launched_by_torchrun():
+        device = torch.device("cuda", int(D.os.environ.get("LOCAL_RANK", 0)))
     dtype = cfg.train.dtype
+    if dtype == "float64" and device.type != "cpu":
+        raise ValueError("train.dtype=float64 is for numerical checks on CPU; valid on CUDA: auto, float32, bfloat16")
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
     return device, (torch.bfloat16 if dtype == "bfloat16" else None)
 
 
-def evaluate(model, batches, device, autocast_dtype, n_bytes: int) -> Evaluation:
+def evaluate(model, batches, device, autocast_dtype, n_bytes: int, env: D.DistEnv = D.DistEnv()) -> Evaluation:
+    """Mean loss and bpb over ``batches``; under torchrun each rank takes 1/W of each batch's rows."""
     was_training = model.training
     model.eval()
-    nats, tokens = 0.0, 0
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    tokens = 0
     with torch.no_grad(), _autocast(device, autocast_dtype):
         for x, y in batches:
-            x, y = x.to(device), y.to(device)
-            nats += lm_loss(model(x), y, reduction="sum").item()
+            rows, w = x.shape[0], env.world_size
+            share = 1.0
+            if rows % w == 0:  # this rank's rows; the sum is all-reduced below
+                x, y_rank = x[env.rank * rows // w:(env.rank + 1) * rows // w], y[env.rank * rows // w:(env.rank + 1) * rows // w]
+            else:  # indivisible: every rank computes the whole batch and counts 1/W of it
+                y_rank, share = y, 1.0 / w
+            nats += lm_loss(model(x.to(device)), y_rank.to(device), reduction="sum").double() * share
             tokens += y.numel()
+    nats = D.all_reduce_sum(nats, env).item()
     model.train(was_training)
     return Evaluation(loss=nats / tokens, bpb=nats / (math.log(2) * n_bytes), tokens=tokens)
 
@@ -73,7 +92,7 @@ def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool) -> RunConfig:
+def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.DistEnv) -> RunConfig:
     if resume:
         if not (out / CONFIG).exists():
             raise RunDirError(f"cannot resume {out}: it has no {CONFIG} (not a moa run directory)")
@@ -81,12 +100,14 @@ def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool) -> RunCo
         if cfg is not None and cfg != saved:
             diffs = "; ".join(diff_configs(saved, cfg)[:4])
             raise RunDirError(f"cannot resume {out} with a different config ({diffs}); drop the overrides or use a new --out")
-        if not (out / CHECKPOINT).exists():
-            raise RunDirError(f"cannot resume {out}: it has no {CHECKPOINT} yet")
+        if not ckpt.has_checkpoint(out):
+            raise RunDirError(f"cannot resume {out}: it has no checkpoint yet")
         return saved
-    if out.exists() and any((out / name).exists() for name in (CHECKPOINT, SUMMARY, CONFIG)):
+    if out.exists() and (ckpt.has_checkpoint(out) or any((out / n).exists() for n in (SUMMARY, CONFIG))):
         raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    D.barrier(env)  # every rank has looked before rank 0 creates anything
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     return cfg
 
 
@@ -96,22 +117,35 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
 
     ``stop_after``: stop after that many optimizer steps of this invocation, as if the
     process had been killed (no final checkpoint or summary); used to test resume.
+    Under torchrun, joins the process group and leaves it (barrier first) at the end.
     """
-    out = Path(out_dir)
-    cfg = _prepare_run_dir(cfg, out, resume)
+    device, autocast_dtype = resolve_device(cfg if cfg is not None else config_from_dict(read_json(Path(out_dir) / CONFIG)))
+    env = D.init_distributed(device.type)
+    try:
+        return _train(cfg, Path(out_dir), resume, progress, stop_after, device, autocast_dtype, env)
+    finally:
+        D.shutdown(env)
+
+
+def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: D.DistEnv) -> dict:
+    cfg = _prepare_run_dir(cfg, out, resume, env)
     t_start = time.perf_counter()
-    device, autocast_dtype = resolve_device(cfg)
+    parallel = D.resolve_parallel(cfg.train.parallel, env)
     torch.manual_seed(cfg.seed)
 
+    if not env.is_main:  # rank 0 tokenizes and caches; the others then read the cache
+        D.barrier(env)
     data = prepare_data(cfg.data)
+    if env.is_main:
+        D.barrier(env)
     tok = data.tokenizer
-    state = load_checkpoint(out) if resume else None
-    if state is not None:
-        if state["vocab_size"] != cfg.model.vocab_size or state["tokenizer"] != tok.spec:
-            raise RunDirError(f"tokenizer/model vocab mismatch on resume: checkpoint has {state['tokenizer']} "
-                              f"(vocab {state['vocab_size']}), data now gives {tok.spec} (vocab {tok.vocab_size})")
-        if state["corpus_fingerprint"] != data.fingerprint:
-            raise RunDirError(f"corpus changed since the checkpoint (fingerprint {state['corpus_fingerprint']} → "
+    meta = ckpt.read_meta(out) if resume else None
+    if meta is not None:
+        if meta["vocab_size"] != cfg.model.vocab_size or meta["tokenizer"] != tok.spec:
+            raise RunDirError(f"tokenizer/model vocab mismatch on resume: checkpoint has {meta['tokenizer']} "
+                              f"(vocab {meta['vocab_size']}), data now gives {tok.spec} (vocab {tok.vocab_size})")
+        if meta["corpus_fingerprint"] != data.fingerprint:
+            raise RunDirError(f"corpus changed since the checkpoint (fingerprint {meta['corpus_fingerprint']} → "
                               f"{data.fingerprint}); resume needs the same data")
     if cfg.model.vocab_size is None:
         cfg = cfg.replace(model=cfg.model.replace(vocab_size=tok.vocab_size))
@@ -119,45 +153,54 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
         raise ValueError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's "
                          f"{tok.vocab_size} ({tok.spec}); leave it unset to match the tokenizer")
     tc = cfg.train
+    first_row, micro, accum = D.rank_rows(tc.batch_size, tc.micro_batch_size, env)
     batcher = TokenBatcher(data.train_tokens, tc.seq_len, tc.batch_size, cfg.seed)
     val = val_batches(data.val_tokens, tc.seq_len, tc.micro_batch_size or tc.batch_size, tc.eval_tokens)
     val_bytes = sum(count_utf8_bytes(tok, y) for _, y in val)
 
-    model = Transformer(cfg.model).to(device)
+    model = Transformer(cfg.model).to(device, torch.float64 if tc.dtype == "float64" else torch.float32)
     counts = param_counts(model)
+    step_model = D.parallelize(model, parallel, env, device, autocast_dtype)
     optimizers = build_optimizers(model, cfg.optim)
     start_step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        for opt, opt_state in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(opt_state)
-        set_rng_state(state["rng"])
-        start_step = state["step"]
-        wall_before, train_time_before = state["wall_s"], state["train_s"]
-    else:
+    wall_before = train_time_before = 0.0
+    if meta is not None:
+        if parallel == "fsdp":
+            ckpt.load_sharded(out, model, optimizers, env.rank)
+        else:
+            state = ckpt.load_checkpoint(out)
+            model.load_state_dict(state["model"])
+            for opt, opt_state in zip(optimizers, state["optimizers"]):
+                opt.load_state_dict(opt_state)
+            ckpt.set_rng_state(state["rng"])
+        start_step, wall_before, train_time_before = meta["step"], meta["wall_s"], meta["train_s"]
+    elif env.is_main:
         write_json(out / CONFIG, cfg.to_dict())
-        write_json(out / ENVIRONMENT, {**environment(), "data": data.meta, "params": counts})
-        wall_before = train_time_before = 0.0
-        if data.tokenizer.spec != "bytes" and hasattr(tok, "backend"):
+        write_json(out / ENVIRONMENT, {**environment(), "data": data.meta, "params": counts,
+                                       "world_size": env.world_size, "parallel": parallel})
+        if tok.spec != "bytes" and hasattr(tok, "backend"):
             tok.backend.save(str(out / "tokenizer.json"))
 
     use_compile = tc.compile == "true" or (tc.compile == "auto" and device.type == "cuda")
-    step_model = torch.compile(model) if use_compile else model
-    logger = MetricsLogger(out, keep_until_step=start_step if resume else None)
+    if use_compile:
+        step_model = torch.compile(step_model)
+    logger = MetricsLogger(out, keep_until_step=start_step if resume else None) if env.is_main else None
     total = tc.steps
-    micro = tc.micro_batch_size or tc.batch_size
-    accum = tc.batch_size // micro
     params = [p for p in model.parameters() if p.requires_grad]
 
     def checkpoint(step: int, wall: float, train_s: float) -> None:
-        save_checkpoint(out, {
-            "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers], "step": step,
-            "rng": rng_state(), "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec,
-            "corpus_fingerprint": data.fingerprint, "wall_s": wall, "train_s": train_s, "config": cfg.to_dict(),
-        })
+        meta = {"step": step, "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec, "wall_s": wall,
+                "train_s": train_s, "corpus_fingerprint": data.fingerprint, "config": cfg.to_dict(),
+                "world_size": env.world_size, "parallel": parallel}
+        if parallel == "fsdp":
+            ckpt.save_sharded(out, model, optimizers, meta, env.rank)
+        elif env.is_main:
+            ckpt.save_checkpoint(out, {**meta, "model": model.state_dict(),
+                                       "optimizers": [o.state_dict() for o in optimizers], "rng": ckpt.rng_state()})
+        D.barrier(env)
 
     bar = None
-    if progress:
+    if progress and env.is_main:
         from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True, leave=False)
 
@@ -172,12 +215,12 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
         nonlocal pending
         if not pending:
             return None
-        losses = torch.stack([l for _, l in pending]).float().cpu()
+        losses = D.all_reduce_mean(torch.stack([l for _, l in pending]).float(), env).cpu()
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
             step_bad = pending[int(bad[0])][0]
             raise TrainingDiverged(f"loss is not finite at step {step_bad + 1}; stopped. Last good checkpoint: "
-                                   f"{out / CHECKPOINT} (step {last_good}); lower optim.lr or raise warmup")
+                                   f"{out} (step {last_good}); lower optim.lr or raise warmup")
         mean = losses.mean().item()
         pending = []
         return mean
@@ -193,11 +236,13 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
                     g["lr"] = g["base_lr"] * mult
             loss_sum = None
             for i in range(accum):
-                x, y = batcher.batch(step, i * micro, (i + 1) * micro)
+                lo = first_row + i * micro
+                x, y = batcher.batch(step, lo, lo + micro)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, autocast_dtype):
+                sync = i == accum - 1
+                with _grad_sync(step_model, parallel, sync), _autocast(device, autocast_dtype):
                     loss = lm_loss(step_model(x), y)
-                (loss / accum if accum > 1 else loss).backward()
+                    (loss / accum if accum > 1 else loss).backward()
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -218,7 +263,7 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
                 now = time.perf_counter()
                 train_s += now - interval_t
                 tokens_per_s = interval_tokens / max(now - interval_t, 1e-9)
-                if train_loss is not None:
+                if train_loss is not None and logger is not None:
                     logger.log({"event": "train", "step": done, "tokens": done * tc.tokens_per_step,
                                 "train_loss": train_loss, "lr": cfg.optim.lr * mult, "tokens_per_s": tokens_per_s})
                     if bar is not None:
@@ -226,35 +271,66 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
                 paused = time.perf_counter()  # logging counts as training time; eval and checkpoints do not
                 train_s += paused - now
                 if eval_now:
-                    last_eval = evaluate(model, val, device, autocast_dtype, val_bytes)
-                    logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
-                                "val_loss": last_eval.loss, "val_bpb": last_eval.bpb})
+                    last_eval = evaluate(step_model, val, device, autocast_dtype, val_bytes, env)
+                    if logger is not None:
+                        logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
+                                    "val_loss": last_eval.loss, "val_bpb": last_eval.bpb})
                 if ckpt_now:
-                    if not all(torch.isfinite(p).all() for p in params):  # never save a diverged model
+                    finite = torch.tensor(float(all(torch.isfinite(p).all() for p in params)))
+                    if D.all_reduce_sum(finite, env).item() < env.world_size:  # never save a diverged model
                         raise TrainingDiverged(f"parameters are not finite after step {done}; stopped. Last good "
-                                               f"checkpoint: {out / CHECKPOINT} (step {last_good}); lower optim.lr")
+                                               f"checkpoint: {out} (step {last_good}); lower optim.lr")
                     last_good = done
                     checkpoint(done, wall_before + time.perf_counter() - t_start, train_s)
                 interval_t, interval_tokens = time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
         if bar is not None:
             bar.close()
 
     if last_eval is None:  # resumed a finished run: evaluate the final model
-        last_eval = evaluate(model, val, device, autocast_dtype, val_bytes)
+        last_eval = evaluate(step_model, val, device, autocast_dtype, val_bytes, env)
+    if parallel == "fsdp":  # a consolidated copy of the weights for `moa sample`
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if env.is_main:
+            ckpt.atomic_write(out / "model.pt", lambda f: torch.save(full, f))
     trained = total * tc.tokens_per_step
+    new_tokens = trained - start_step * tc.tokens_per_step
     summary = {
         "final_val_loss": last_eval.loss, "final_val_bpb": last_eval.bpb,
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "tokens": trained, "steps": total, "wall_s": wall_before + time.perf_counter() - t_start,
-        "train_s": train_s, "tokens_per_s": trained / max(train_s, 1e-9) if resume is False else
-        (trained - start_step * tc.tokens_per_step) / max(train_s - train_time_before, 1e-9),
+        "train_s": train_s, "tokens_per_s": new_tokens / max(train_s - train_time_before, 1e-9),
         "last_tokens_per_s": tokens_per_s, "git_commit": git_commit(), "corpus_fingerprint": data.fingerprint,
         "ffn": cfg.model.ffn, "tokenizer": tok.spec, "vocab_size": cfg.model.vocab_size,
-        "val_tokens": last_eval.tokens, "device": str(device), "resumed_from_step": start_step if resume else None,
+        "val_tokens": last_eval.tokens, "device": str(device), "world_size": env.world_size, "parallel": parallel,
+        "resumed_from_step": start_step if resume else None,
     }
-    write_json(out / SUMMARY, summary)
+    if env.is_main:
+        write_json(out / SUMMARY, summary)
     return summary
+
+
+def _grad_sync(step_model, parallel: str, sync: bool):
+    """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+    if sync or parallel == "none":
+        return nullcontext()
+    if parallel == "ddp":
+        return step_model.no_sync()
+    return _FSDPNoSync(step_model)
+
+
+class _FSDPNoSync:
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.model.set_requires_gradient_sync(False)
+
+    def __exit__(self, *exc):
+        self.model.set_requires_gradient_sync(True)

@@ -1,0 +1,1 @@
+"""Helpers for testing moa and models built with it."""
