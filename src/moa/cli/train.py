@@ -107,6 +107,6 @@ ffn        {s['ffn']}   tokenizer {s['tokenizer']} (vocab {s['vocab_size']})
 params     {s['params_total']:,} total, {s['params_non_embedding']:,} non-embedding
 trained    {s['tokens']:,} tokens in {s['steps']} steps, {s['wall_s']:.1f} s wall, {s['tokens_per_s']:,.0f} tokens/s
 val        loss {s['final_val_loss']:.4f} nats/token, {s['final_val_bpb']:.4f} bits/byte ({s['val_tokens']:,} tokens)
-files      config.json metrics.jsonl summary.json environment.json checkpoint.pt tb/
+files      {' '.join(sorted(p.name + ('/' if p.is_dir() else '') for p in out.iterdir()))}
 next       moa sample {out} --prompt "def "
 """.rstrip())
