@@ -242,34 +242,37 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(config: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
-    """A new config with ``overrides`` applied (sections re-validated)."""
+def apply_overrides(config, overrides: dict[str, Any] | list[str]):
+    """A new config with ``overrides`` applied at any depth (each section re-validated)."""
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
+    direct: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
-    top: dict[str, Any] = {}
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if name:
-            nested.setdefault(section, {})[name] = value
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
         else:
-            top[key] = value
-    changes = dict(top)
-    for section, values in nested.items():
-        changes[section] = dataclasses.replace(getattr(config, section), **values)
-    return dataclasses.replace(config, **changes)
+            direct[head] = value
+    for head, sub in nested.items():
+        direct[head] = apply_overrides(getattr(config, head), sub)
+    return dataclasses.replace(config, **direct)
+
+
+def _from_dict(cls, d: dict):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        if key not in hints:
+            raise ValueError(f"config has unknown key {key!r} in {cls.__name__}")
+        tp = hints[key]
+        kwargs[key] = _from_dict(tp, value) if dataclasses.is_dataclass(tp) else value
+    return cls(**kwargs)
 
 
 def config_from_dict(d: dict) -> RunConfig:
     """Inverse of :meth:`RunConfig.to_dict` (as read back from ``config.json``)."""
-    hints = typing.get_type_hints(RunConfig)
-    kwargs = {}
-    for key, value in d.items():
-        if key not in hints:
-            raise ValueError(f"config has unknown key {key!r}")
-        tp = hints[key]
-        kwargs[key] = tp(**value) if dataclasses.is_dataclass(tp) else value
-    return RunConfig(**kwargs)
+    return _from_dict(RunConfig, d)
 
 
 def diff_configs(a: RunConfig, b: RunConfig) -> list[str]:

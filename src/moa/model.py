@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from moa.nn import FFNConfig, build_ffn, ffn_config
+from moa.nn import FFNConfig, MoE, MoEConfig, build_ffn, ffn_config, moe_cost
 from moa.nn.config import FFN_PRESETS, GATE_NORMS, LA_GRANULARITIES
 
 Tensor = torch.Tensor
@@ -37,6 +37,8 @@ class ModelConfig:
     ffn: FFN preset name (:data:`moa.nn.FFN_PRESETS`); ``ffn_hidden``, ``gate_groups``,
     ``gate_norm``, ``gate_temperature`` and ``la_granularity`` override the preset's
     (the gate options only matter for MoA, ``la_granularity`` only for LA).
+    moe: ``moe.num_experts > 0`` turns every block's FFN into an MoE layer whose experts
+    are ``ffn`` FFNs (MOA.md §3; :class:`moa.nn.MoEConfig`).
     """
 
     vocab_size: Optional[int] = None
@@ -55,6 +57,7 @@ class ModelConfig:
     max_seq_len: int = 2048
     norm_eps: float = 1e-6
     init_std: float = 0.02
+    moe: MoEConfig = field(default_factory=MoEConfig)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -76,8 +79,9 @@ class ModelConfig:
             raise ValueError(f"model.gate_norm={self.gate_norm!r} is invalid; valid: {', '.join(GATE_NORMS)}")
         if self.la_granularity not in LA_GRANULARITIES:
             raise ValueError(f"model.la_granularity={self.la_granularity!r} is invalid; valid: {', '.join(LA_GRANULARITIES)}")
-        self.ffn_config()  # validates the FFN options (widths, groups) up front
-        self.ffn_config().resolve_hidden_dim(self.d_model)
+        self.ffn_config().resolve_hidden_dim(self.d_model)  # validates widths and groups up front
+        if self.moe.enabled:
+            self.moe.expert_ffn(self.ffn_config(), self.d_model)
 
     @property
     def kv_heads(self) -> int:
@@ -139,7 +143,10 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.ffn = build_ffn(cfg.ffn_config(), cfg.d_model)
+        if cfg.moe.enabled:
+            self.ffn = MoE(cfg.moe, cfg.ffn_config(), cfg.d_model)
+        else:
+            self.ffn = build_ffn(cfg.ffn_config(), cfg.d_model)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin)
@@ -171,11 +178,16 @@ class Transformer(nn.Module):
         if not self.config.tie_embeddings:
             nn.init.normal_(self.head.weight, std=std)
         for block in self.blocks:
-            for lin in (block.attn.wq, block.attn.wk, block.attn.wv, block.ffn.w1, block.ffn.w2):
+            for lin in (block.attn.wq, block.attn.wk, block.attn.wv):
                 nn.init.normal_(lin.weight, std=std)
             nn.init.normal_(block.attn.wo.weight, std=out_std)
-            nn.init.normal_(block.ffn.output_proj.weight, std=out_std)
-            block.ffn.reset_mixing_parameters()
+            if isinstance(block.ffn, MoE):
+                block.ffn.reset_parameters(std, out_std)
+            else:
+                for lin in (block.ffn.w1, block.ffn.w2):
+                    nn.init.normal_(lin.weight, std=std)
+                nn.init.normal_(block.ffn.output_proj.weight, std=out_std)
+                block.ffn.reset_mixing_parameters()
             for norm in (block.attn_norm, block.ffn_norm):
                 nn.init.ones_(norm.weight)
         nn.init.ones_(self.norm.weight)
@@ -195,12 +207,19 @@ class Transformer(nn.Module):
 
 
 def param_counts(model: Transformer) -> dict[str, int]:
-    """``total`` (each tensor once) and ``non_embedding`` (no embedding / untied head)."""
+    """``total`` (each tensor once), ``non_embedding`` (no embedding / untied head), and
+    ``active`` / ``active_non_embedding``: what one token uses (MoE: top-k experts)."""
+    cfg = model.config
     total = sum(p.numel() for p in model.parameters())  # parameters() de-duplicates tied weights
     embedding = model.embed.weight.numel()
-    if not model.config.tie_embeddings:
+    if not cfg.tie_embeddings:
         embedding += model.head.weight.numel()
-    return {"total": total, "non_embedding": total - embedding}
+    inactive = 0
+    if cfg.moe.enabled:
+        cost = moe_cost(cfg.moe, cfg.ffn_config(), cfg.d_model)
+        inactive = cfg.n_layers * (cost.params_total - cost.params_active)
+    return {"total": total, "non_embedding": total - embedding, "active": total - inactive,
+            "active_non_embedding": total - embedding - inactive}
 
 
 def lm_loss(logits_BTV: Tensor, targets_BT: Tensor, reduction: str = "mean") -> Tensor:

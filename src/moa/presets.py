@@ -14,6 +14,7 @@ from typing import Callable
 from moa.config import OptimConfig, RunConfig, ScheduleConfig, TrainConfig
 from moa.data import DataConfig
 from moa.model import ModelConfig
+from moa.nn import MoEConfig
 
 
 def debug() -> RunConfig:
@@ -50,6 +51,17 @@ def _sized(d: int, layers: int, heads: int, tokens: int, lr: float, batch: int, 
     return preset
 
 
+def _moe(dense: Callable[[], RunConfig], experts: int, top_k: int, expert_hidden: int, shared: int = 0,
+         doc: str = "") -> Callable[[], RunConfig]:
+    """``dense`` with every FFN an MoE of ``experts`` experts of width ``expert_hidden``."""
+    def preset() -> RunConfig:
+        cfg = dense()
+        moe = MoEConfig(num_experts=experts, top_k=top_k, expert_hidden=expert_hidden, shared_experts=shared)
+        return cfg.replace(model=cfg.model.replace(moe=moe))
+    preset.__doc__ = doc or f"MoE: {experts} experts, top-{top_k}, expert width {expert_hidden}; {dense.__doc__}"
+    return preset
+
+
 #: name → preset function; ``moa presets`` lists them with their sizes.
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "debug": debug,
@@ -64,6 +76,16 @@ PRESETS: dict[str, Callable[[], RunConfig]] = {
     "gpu-1.3b": _sized(2048, 24, 16, 26_000_000_000, 6e-4, 512, 1024, "bpe:32768"),
     "gpu-2b": _sized(2560, 24, 20, 40_000_000_000, 5e-4, 512, 1024, "bpe:32768"),
 }
+# MoE presets: top-2 of 8 experts at half the dense FFN width, so the active parameters
+# per token match the dense preset of the same size (about; `moa presets` prints both).
+PRESETS.update({
+    "debug-moe": _moe(debug, 4, 2, 48),
+    "cpu-s-moe": _moe(PRESETS["cpu-s"], 8, 2, 176),
+    "cpu-m-moe": _moe(PRESETS["cpu-m"], 8, 2, 352),
+    "gpu-125m-moe": _moe(PRESETS["gpu-125m"], 8, 2, 1024),
+    "gpu-350m-moe": _moe(PRESETS["gpu-350m"], 8, 2, 1376),
+    "gpu-1.3b-moe": _moe(PRESETS["gpu-1.3b"], 16, 2, 1376, shared=1),
+})
 
 
 def get_preset(name: str) -> RunConfig:

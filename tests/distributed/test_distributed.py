@@ -67,6 +67,17 @@ def single(tmp_path_factory):
     return out
 
 
+MOE = ("model.moe.num_experts=4", "model.moe.top_k=2", "model.moe.expert_hidden=32", "model.moe.balance=bias")
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_moe_distributed_equals_single_process(parallel, tmp_path):
+    torch.set_num_threads(1)
+    train(config("train.parallel=none", *MOE), tmp_path / "one", progress=False)
+    train_2_ranks(config(f"train.parallel={parallel}", *MOE), tmp_path / "two")
+    assert_same_run(tmp_path / "two", tmp_path / "one")
+
+
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_distributed_equals_single_process(parallel, single, tmp_path):
     out = tmp_path / parallel

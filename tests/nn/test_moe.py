@@ -311,6 +311,22 @@ def test_model_level_helpers():
     assert moe_aux_loss(nn.Linear(2, 2)).item() == 0.0
 
 
+def _rel_err(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
+
+
+@pytest.mark.slow
+def test_compiled_layer_matches_eager():
+    layer = make("moa-glu", dtype=torch.float32, shared_experts=1, dispatch="loop")
+    x = torch.randn(2, 8, D)
+    torch.testing.assert_close(torch.compile(layer)(x), layer(x), atol=1e-5, rtol=1e-5)  # graph breaks at counts
+    grouped = make("moa-glu", dtype=torch.float32, dispatch="grouped")
+    with pytest.raises(RuntimeError, match="bfloat16 only"):
+        torch.compile(grouped)(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the grouped GEMM traces in bf16
+        assert _rel_err(torch.compile(grouped)(x), grouped(x)) < 1e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("ffn", ["swiglu", "la-glu", "moa-glu"])
@@ -321,6 +337,8 @@ def test_grouped_gemm_on_cuda(ffn):
     x = torch.randn(256, D, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         assert auto._use_grouped(x)
-        a, b = grads(auto, auto, x), grads(loop, loop, x)
-    assert_same(a, b, loop, 3e-2)
-    torch.testing.assert_close(loop(x), moe_reference_forward(loop, x), atol=1e-5, rtol=1e-5)
+        (ya, ga), (yb, gb) = grads(auto, auto, x), grads(loop, loop, x)
+    assert _rel_err(ya, yb) < 2e-2
+    for name, u, v in zip(["x"] + [n for n, _ in loop.named_parameters()], ga, gb):
+        assert _rel_err(u, v) < 3e-2 or v.norm() < 1e-6, name
+    torch.testing.assert_close(loop(x), moe_reference_forward(loop, x), atol=1e-4, rtol=1e-4)

@@ -96,7 +96,7 @@ def _chunk_rows(z_NGH: Tensor) -> int:
     if torch.compiler.is_compiling():
         return n
     budget = CHUNK_ELEMENTS_CUDA if z_NGH.is_cuda else CHUNK_ELEMENTS_CPU
-    return max(1, min(n, budget // max(1, z_NGH[0].numel())))
+    return max(1, min(n, budget // max(1, z_NGH.shape[1] * z_NGH.shape[2])))
 
 
 #: elements of one (chunk, m) temporary in :class:`MixProject`'s eager chunked loop

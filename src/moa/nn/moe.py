@@ -26,7 +26,11 @@ module type), Muon's 2-D matrices, the model's init and :func:`moa.nn.convert_ff
 (upcycling a dense FFN into experts) all work unchanged. The cost falls on the grouped
 GEMM path, which stacks the expert weights on every call (one extra read and write of
 the weights per forward and backward; small next to the GEMMs once each expert has a few
-hundred rows).
+hundred rows). ``dispatch="auto"`` takes the grouped GEMM on CUDA (bf16, sm90+) and the
+loop elsewhere: on CPU the grouped path works in fp32/bf16 but is a loop of GEMMs itself,
+measured slower than the loop (benchmarks/moe_dispatch.py), and keeps more memory.
+Under torch.compile the loop path graph-breaks at the per-expert counts (data-dependent
+slice sizes); the grouped path traces whole (bf16 only).
 
 Balancing (after every forward, ``last_losses``):
 * ``aux_loss`` = aux_coef · E · Σ_e f_e P_e (Switch Transformer, arXiv 2101.03961), with
@@ -37,7 +41,9 @@ Balancing (after every forward, ``last_losses``):
 * ``z_loss`` = z_coef · mean_n logsumexp(l_n)² (ST-MoE, arXiv 2202.08906), any mode.
 * ``balance="bias"``: training-mode forwards accumulate per-expert row counts; the
   trainer calls :meth:`MoE.update_bias` (or :func:`moe_update_bias`) once per optimizer
-  step: ``b += bias_rate · sign(mean count − count)``, counts reset.
+  step: ``b += bias_rate · sign(mean count − count)``, counts reset. (Activation
+  checkpointing re-runs the forward and counts a micro-batch twice; the sign is unchanged
+  when every micro-batch is recomputed.)
 """
 
 from __future__ import annotations
@@ -120,16 +126,15 @@ class MoE(nn.Module):
         self._record(logits_NE, scores_NE, counts_E)
 
         order_R = torch.argsort(expert_R, stable=True)  # rows grouped by expert
-        x_RD = x_ND[order_R // k]
+        x_RD = x_ND.index_select(0, order_R // k)
         if self._use_grouped(x_ND):
             dtype = compute_dtype(self.experts[0].w1.weight, x.device)
             y_RD = experts_grouped(self.experts, x_RD, expert_R[order_R], counts_E, dtype)
         else:
             y_RD = experts_loop(self.experts, x_RD, counts_E.tolist())
-        inverse_R = torch.empty_like(order_R)
-        inverse_R[order_R] = torch.arange(order_R.numel(), device=order_R.device)
-        y_NkD = y_RD[inverse_R].view(n, k, self.d_model)  # back to (token, slot) order
-        y_ND = torch.bmm(weights_Nk.to(y_NkD.dtype).unsqueeze(1), y_NkD).squeeze(1)
+        # back to (token, slot) order: a permutation, so index_copy (backward: index_select)
+        y_NkD = y_RD.new_empty(y_RD.shape).index_copy(0, order_R, y_RD).view(n, k, self.d_model)
+        y_ND = (y_NkD * weights_Nk.to(y_NkD.dtype).unsqueeze(-1)).sum(1)
         for shared in self.shared_experts:
             y_ND = y_ND + shared(x_ND)
         return y_ND.view(x.shape)

@@ -20,7 +20,8 @@ Two implementations of ``y_rows = expert_{e(r)}(x_rows[r])`` for every row r:
   path's fused op.
 
 ``torch._grouped_mm`` in torch 2.13: CUDA (bf16; the fast kernels need sm90+) and a CPU
-implementation for fp32/bf16 (no fp64), with every row stride a multiple of 16 bytes.
+implementation for fp32/bf16 (no fp64), with every row stride a multiple of 16 bytes;
+its meta kernel (torch.compile) accepts bf16 only, so fp32 grouped GEMMs run eager only.
 On CPU it is no faster than the loop (it is a loop of GEMMs), so "auto" uses it on
 CUDA only; :func:`grouped_mm_unsupported` says why it cannot run somewhere.
 """
@@ -76,6 +77,8 @@ def grouped_mm_unsupported(ffn: FFNConfig, d_model: int, hidden: int, device: to
         return f"torch {torch.__version__} has no torch._grouped_mm"
     if dtype not in GROUPED_MM_DTYPES:
         return f"torch._grouped_mm takes float32/bfloat16, not {dtype}"
+    if dtype != torch.bfloat16 and torch.compiler.is_compiling():
+        return f"torch.compile traces torch._grouped_mm in bfloat16 only, not {dtype}"
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
         return "torch._grouped_mm's kernels need a CUDA device of compute capability >= 9.0"
     if device.type not in ("cuda", "cpu"):

@@ -25,6 +25,7 @@ import torch
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.data import TokenBatcher, count_utf8_bytes, prepare_data, val_batches
 from moa.model import Transformer, lm_loss, param_counts
+from moa.nn import moe_aux_loss, moe_metrics, moe_update_bias
 from moa.train import checkpoint as ckpt
 from moa.train import distributed as D
 from moa.train.optim import build_optimizers
@@ -187,6 +188,7 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     logger = MetricsLogger(out, keep_until_step=start_step if resume else None) if env.is_main else None
     total = tc.steps
     params = [p for p in model.parameters() if p.requires_grad]
+    is_moe = cfg.model.moe.enabled
 
     def checkpoint(step: int, wall: float, train_s: float) -> None:
         meta = {"step": step, "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec, "wall_s": wall,
@@ -242,13 +244,16 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                 sync = i == accum - 1
                 with _grad_sync(step_model, parallel, sync), _autocast(device, autocast_dtype):
                     loss = lm_loss(step_model(x), y)
-                    (loss / accum if accum > 1 else loss).backward()
+                    objective = loss + moe_aux_loss(model) if is_moe else loss  # balance losses: trained, not reported
+                    (objective / accum if accum > 1 else objective).backward()
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
+            if is_moe:
+                moe_update_bias(model)  # aux-loss-free balancing (no-op unless moe.balance=bias)
             pending.append((step, loss_sum / accum if accum > 1 else loss_sum))
             interval_tokens += tc.tokens_per_step
             done = step + 1
@@ -265,7 +270,8 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                 tokens_per_s = interval_tokens / max(now - interval_t, 1e-9)
                 if train_loss is not None and logger is not None:
                     logger.log({"event": "train", "step": done, "tokens": done * tc.tokens_per_step,
-                                "train_loss": train_loss, "lr": cfg.optim.lr * mult, "tokens_per_s": tokens_per_s})
+                                "train_loss": train_loss, "lr": cfg.optim.lr * mult, "tokens_per_s": tokens_per_s,
+                                **(moe_metrics(model) if is_moe else {})})
                     if bar is not None:
                         bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}")
                 paused = time.perf_counter()  # logging counts as training time; eval and checkpoints do not
@@ -304,7 +310,8 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     summary = {
         "final_val_loss": last_eval.loss, "final_val_bpb": last_eval.bpb,
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
-        "tokens": trained, "steps": total, "wall_s": wall_before + time.perf_counter() - t_start,
+        "params_active": counts["active"], "params_active_non_embedding": counts["active_non_embedding"],
+        "moe_experts": cfg.model.moe.num_experts, "tokens": trained, "steps": total, "wall_s": wall_before + time.perf_counter() - t_start,
         "train_s": train_s, "tokens_per_s": new_tokens / max(train_s - train_time_before, 1e-9),
         "last_tokens_per_s": tokens_per_s, "git_commit": git_commit(), "corpus_fingerprint": data.fingerprint,
         "ffn": cfg.model.ffn, "tokenizer": tok.spec, "vocab_size": cfg.model.vocab_size,

@@ -9,6 +9,8 @@ Groups, decided by name on the unwrapped model:
 * ``no_decay``: norms, biases and every other 1-D or scalar parameter. AdamW, no decay.
 * ``mixing``: LA coefficients and MoA gates (:func:`moa.nn.mixing_parameter_names`).
   AdamW, no decay, even under Muon (MOA.md §1).
+* ``router``: MoE router weights: AdamW, no decay (a small classifier whose logits set the
+  load balance; Muon's orthogonalised update and decay toward zero would both distort it).
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ import torch
 import torch.nn as nn
 
 from moa.config import OptimConfig
-from moa.nn import mixing_parameter_names
+from moa.nn import mixing_parameter_names, router_parameter_names
 
 
 def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
-    """``{"hidden", "embedding", "no_decay", "mixing"} -> [(name, param)]``; each param once."""
+    """``{"hidden", "embedding", "no_decay", "mixing", "router"} -> [(name, param)]``; each param once."""
     mixing = mixing_parameter_names(model)
-    groups: dict[str, list] = {"hidden": [], "embedding": [], "no_decay": [], "mixing": []}
+    routers = router_parameter_names(model)
+    groups: dict[str, list] = {"hidden": [], "embedding": [], "no_decay": [], "mixing": [], "router": []}
     for name, p in model.named_parameters():  # tied weights appear once
         if not p.requires_grad:
             continue
         if name in mixing:
             groups["mixing"].append((name, p))
+        elif name in routers:
+            groups["router"].append((name, p))
         elif p.dim() < 2:
             groups["no_decay"].append((name, p))
         elif name.startswith(("embed.", "head.")):
@@ -47,7 +52,7 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         return {"params": [p for _, p in groups[key]], "weight_decay": cfg.weight_decay if decay else 0.0,
                 "name": key}
 
-    adam_groups = [group("embedding", True), group("no_decay", False), group("mixing", False)]
+    adam_groups = [group("embedding", True), group("no_decay", False), group("mixing", False), group("router", False)]
     optimizers = []
     if cfg.name == "muon":
         if groups["hidden"]:
