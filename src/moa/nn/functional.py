@@ -100,7 +100,7 @@ def _chunk_rows(z_NGH: Tensor) -> int:
 
 
 #: elements of one (chunk, m) temporary in :class:`MixProject`'s eager chunked loop
-CHUNK_ELEMENTS_CPU = 1 << 16
+CHUNK_ELEMENTS_CPU = 1 << 19  # 2 MB fp32: the best time/memory trade-off measured on 2 cores
 CHUNK_ELEMENTS_CUDA = 1 << 22
 
 
