@@ -36,6 +36,16 @@ def demo() -> RunConfig:
     )
 
 
+def quick() -> RunConfig:
+    """For ``moa compare --preset quick``: d=64, 2 layers, 1M tokens per run (~30 s on 2 cores)."""
+    return RunConfig(
+        model=ModelConfig(d_model=64, n_layers=2, n_heads=2, ffn="moa-glu", max_seq_len=256),
+        optim=OptimConfig(lr=6e-3),
+        train=TrainConfig(tokens=1_000_000, batch_size=16, seq_len=128, eval_tokens=32_768, eval_every=100,
+                          log_every=10),
+    )
+
+
 def _sized(d: int, layers: int, heads: int, tokens: int, lr: float, batch: int, seq: int,
            tokenizer: str = "bytes") -> Callable[[], RunConfig]:
     def preset() -> RunConfig:
@@ -66,6 +76,7 @@ def _moe(dense: Callable[[], RunConfig], experts: int, top_k: int, expert_hidden
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     "debug": debug,
     "demo": demo,
+    "quick": quick,
     "cpu-xs": _sized(64, 2, 2, 5_000_000, 6e-3, 32, 128),
     "cpu-s": _sized(128, 4, 4, 20_000_000, 4e-3, 32, 256),
     "cpu-m": _sized(256, 4, 4, 50_000_000, 3e-3, 32, 256, "bpe:4096"),

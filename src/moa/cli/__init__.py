@@ -10,9 +10,10 @@ import argparse
 import os
 import sys
 
-from moa.cli import ffn, presets, sample, train
+from moa.cli import compare, ffn, presets, sample, scale, train
 
-COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn}
+COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn, "compare": compare,
+            "scale": scale}
 
 
 def main(argv: list[str] | None = None) -> int:

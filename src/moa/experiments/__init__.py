@@ -1,0 +1,1 @@
+"""Experiments: compare, scale, expressivity and gate analysis (MOA.md §8)."""

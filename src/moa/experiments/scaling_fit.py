@@ -1,0 +1,82 @@
+"""Fit ``L(N) = E + A·N^(−α)`` and turn fits into compute multipliers (MOA.md §8).
+
+For fixed α the model is linear in (E, A), so the fit is a 1-D search over α (a log-grid
+scan refined by golden-section search) with exact least squares for E and A inside —
+no optimiser dependency and no sensitivity to a starting point. Uncertainty comes from
+a bootstrap that resamples one seed per model size.
+
+Compute multiplier at size N: the baseline must reach the variant's loss ``L_v(N)``; its
+fit gives the size ``N_b = (A_b / (L_v(N) − E_b))^(1/α_b)``. At a fixed tokens-per-
+parameter ratio, compute ∝ N·D ∝ N², so the baseline needs ``(N_b / N)²`` times the
+compute. Infinite when ``L_v(N) ≤ E_b`` (below the baseline's fitted floor).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    E: float
+    A: float
+    alpha: float
+    rmse: float
+
+    def __call__(self, n):
+        return self.E + self.A * np.power(np.asarray(n, dtype=np.float64), -self.alpha)
+
+    def size_for_loss(self, loss: float) -> float:
+        if loss <= self.E:
+            return math.inf
+        return (self.A / (loss - self.E)) ** (1.0 / self.alpha)
+
+
+def _solve(alpha: float, logn: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    x = np.exp(-alpha * logn)
+    X = np.stack([np.ones_like(x), x], axis=1)
+    (e, a), *_ = np.linalg.lstsq(X, y, rcond=None)
+    sse = float(((X @ np.array([e, a]) - y) ** 2).sum())
+    return e, a, sse
+
+
+def fit_power_law(n, loss, alpha_range: tuple[float, float] = (1e-3, 3.0)) -> PowerLawFit:
+    """Least-squares fit of ``E + A·N^(−α)`` to points (needs ≥ 3 distinct sizes)."""
+    n = np.asarray(n, dtype=np.float64)
+    y = np.asarray(loss, dtype=np.float64)
+    if len(np.unique(n)) < 3:
+        raise ValueError(f"a power-law fit needs at least 3 distinct sizes, got {sorted(set(n.tolist()))}")
+    logn = np.log(n)
+    grid = np.exp(np.linspace(np.log(alpha_range[0]), np.log(alpha_range[1]), 200))
+    sse = [_solve(a, logn, y)[2] for a in grid]
+    i = int(np.argmin(sse))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    phi = (math.sqrt(5) - 1) / 2
+    for _ in range(80):  # golden-section refinement inside the bracketing grid cell
+        m1, m2 = hi - phi * (hi - lo), lo + phi * (hi - lo)
+        if _solve(m1, logn, y)[2] < _solve(m2, logn, y)[2]:
+            hi = m2
+        else:
+            lo = m1
+    alpha = (lo + hi) / 2
+    e, a, s = _solve(alpha, logn, y)
+    return PowerLawFit(E=float(e), A=float(a), alpha=float(alpha), rmse=math.sqrt(s / len(y)))
+
+
+def bootstrap_fits(points: dict[float, list[float]], samples: int = 200, seed: int = 0) -> list[PowerLawFit]:
+    """Fits to resampled data: for every size, one of its seeds' losses, drawn with replacement."""
+    rng = random.Random(seed)
+    sizes = sorted(points)
+    fits = []
+    for _ in range(samples):
+        fits.append(fit_power_law(sizes, [rng.choice(points[s]) for s in sizes]))
+    return fits
+
+
+def compute_multiplier(baseline: PowerLawFit, variant_loss: float, n: float) -> float:
+    """Compute the baseline needs to match ``variant_loss`` reached at size ``n`` (fixed tokens/param)."""
+    return (baseline.size_for_loss(variant_loss) / n) ** 2

@@ -1,0 +1,61 @@
+"""Resumable sweeps: many training runs, each in its own directory, none run twice.
+
+A run whose ``summary.json`` exists is reused as it is; one with a checkpoint but no
+summary (an interrupted sweep) is resumed from it; anything else starts fresh. A run
+directory that holds a different config is an error, never silently overwritten.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from moa.config import RunConfig, config_from_dict, diff_configs
+from moa.train import train
+from moa.train.checkpoint import has_checkpoint
+from moa.train.records import CONFIG, SUMMARY, read_json, read_metrics
+
+
+@dataclass
+class RunResult:
+    name: str
+    run_dir: Path
+    config: RunConfig
+    summary: dict
+    reused: bool
+
+    def curve(self, key: str = "val_loss") -> list[tuple[int, float]]:
+        """(tokens, value) of every event carrying ``key`` (eval events for val_loss)."""
+        return [(e["tokens"], e[key]) for e in read_metrics(self.run_dir) if key in e]
+
+
+def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = False,
+                 log: Optional[Callable[[str], None]] = print) -> RunResult:
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG).exists():
+        saved = config_from_dict(read_json(run_dir / CONFIG))
+        if saved.replace(model=saved.model.replace(vocab_size=cfg.model.vocab_size)) != cfg:
+            raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff_configs(saved, cfg)[:3])}); "
+                             f"use another --out")
+        if (run_dir / SUMMARY).exists():
+            if log:
+                log(f"  reuse   {name}")
+            return RunResult(name, run_dir, cfg, read_json(run_dir / SUMMARY), reused=True)
+        if has_checkpoint(run_dir):
+            if log:
+                log(f"  resume  {name}")
+            return RunResult(name, run_dir, cfg, train(None, run_dir, resume=True, progress=progress), reused=False)
+        raise ValueError(f"{run_dir} has a config but neither a checkpoint nor a summary; delete it to rerun")
+    if log:
+        log(f"  train   {name}")
+    return RunResult(name, run_dir, cfg, train(cfg, run_dir, progress=progress), reused=False)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5

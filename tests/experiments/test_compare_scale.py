@@ -1,0 +1,91 @@
+"""compare and scale: every output file, resumable sweeps, and a power-law fit that recovers its truth."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from moa.cli import main
+from moa.experiments.scaling_fit import bootstrap_fits, compute_multiplier, fit_power_law
+
+TINY = ["train.batch_size=4", "train.seq_len=32", "train.tokens=2048", "train.eval_tokens=512", "train.log_every=4"]
+
+
+def test_fit_recovers_known_power_law():
+    n = np.geomspace(1e4, 1e7, 6)
+    E, A, alpha = 1.7, 40.0, 0.31
+    fit = fit_power_law(n, E + A * n ** -alpha)
+    assert fit.E == pytest.approx(E, rel=1e-4) and fit.A == pytest.approx(A, rel=1e-3)
+    assert fit.alpha == pytest.approx(alpha, rel=1e-4) and fit.rmse < 1e-6
+    rng = np.random.default_rng(0)
+    points = {float(x): list(E + A * x ** -alpha + rng.normal(0, 0.002, 3)) for x in n}
+    boots = bootstrap_fits(points, samples=100)
+    lo, hi = np.percentile([b.alpha for b in boots], [2.5, 97.5])
+    assert lo < alpha < hi
+    with pytest.raises(ValueError, match="at least 3 distinct sizes"):
+        fit_power_law([1e4, 1e5], [2.0, 1.9])
+
+
+def test_compute_multiplier():
+    n = np.geomspace(1e4, 1e7, 5)
+    base = fit_power_law(n, 1.5 + 30 * n ** -0.3)
+    # a variant whose loss at N equals the baseline's at 2N needs 4x the compute (C ∝ N² at fixed D/N)
+    assert compute_multiplier(base, float(base(2e5)), 1e5) == pytest.approx(4.0, rel=1e-3)
+    assert compute_multiplier(base, 1.4, 1e5) == math.inf  # below the baseline's floor
+
+
+def test_compare_writes_everything_and_resumes_without_rerunning(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu,moa-glu", "--seeds", "2",
+            "--lr-factors", "0.5,1", *TINY]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "| moa-glu |" in first and "Δ loss vs swiglu" in first
+    for name in ("results.md", "results.json", "loss_curves.png"):
+        assert (out / name).exists()
+    res = json.loads((out / "results.json").read_text())
+    for v in ("swiglu", "moa-glu"):
+        r = res["variants"][v]
+        assert len(r["val_loss_per_seed"]) == 2 and set(r["lr_search"]) == {"0.005", "0.01"}
+        assert r["val_loss"][1] > 0 and r["params_total"] > 0 and r["tokens_per_s"] > 0
+        assert r["best_lr"] == min((float(k) for k in r["lr_search"]), key=lambda k: r["lr_search"][f"{k:.6g}"])
+    assert res["variants"]["swiglu"]["delta_vs_first"] == [0.0, 0.0]
+    summaries = sorted(out.glob("runs/*/*/summary.json"))
+    assert len(summaries) == 2 * (2 + 1)  # per variant: 2 LRs at seed 0 (one reused as the final), seed 1
+    mtimes = {p: p.stat().st_mtime_ns for p in summaries}
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert "  train " not in second and second.count("  reuse ") == 2 * 3 + 2 * 1
+    assert {p: p.stat().st_mtime_ns for p in summaries} == mtimes
+    assert json.loads((out / "results.json").read_text())["variants"] == res["variants"]
+
+
+def test_compare_errors(capsys, tmp_path):
+    for extra, needle in [(["--variants", "swiglu,nope"], "'nope'"), (["--seeds", "0"], "seeds=0"),
+                          (["--lr-factors", "1,x"], "--lr-factors"), (["--search-fraction", "2"], "search fraction")]:
+        assert main(["compare", "--preset", "debug", "--out", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+
+
+def test_scale_writes_fit_plot_and_multipliers(tmp_path, capsys):
+    out = tmp_path / "scale"
+    argv = ["scale", "--preset", "debug", "--out", str(out), "--ladder", "tiny", "--sizes", "3", "--seeds", "2",
+            "--tokens-per-param", "0.05", "--variants", "swiglu,moa-glu", *TINY[:2], "train.eval_tokens=512",
+            "train.log_every=4"]
+    assert main(argv) == 0
+    assert "compute multiplier" in capsys.readouterr().out
+    for name in ("scaling.json", "scaling.md", "scaling.png"):
+        assert (out / name).exists()
+    res = json.loads((out / "scaling.json").read_text())
+    assert len(res["sizes"]) == 3
+    for v in ("swiglu", "moa-glu"):
+        f = res["fits"][v]
+        assert len(f["points"]) == 3 and f["ci95"]["alpha"] is not None
+        assert len(f["compute_multiplier_vs_baseline"]) == 3
+    # tiny runs give noisy points, so only the form is checked here; the maths is tested above
+    for f in res["fits"].values():
+        assert all(m > 0 for m in f["compute_multiplier_vs_baseline"].values())
+    assert main(["scale", "--preset", "debug", "--out", str(tmp_path / "bad"), "--sizes", "2"]) == 2
+    assert "sizes=2" in capsys.readouterr().err
