@@ -10,10 +10,10 @@ import argparse
 import os
 import sys
 
-from moa.cli import compare, ffn, gates, presets, sample, scale, train
+from moa.cli import compare, expressivity, ffn, gates, presets, sample, scale, train
 
 COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn, "compare": compare,
-            "scale": scale, "gates": gates}
+            "scale": scale, "gates": gates, "expressivity": expressivity}
 
 
 def main(argv: list[str] | None = None) -> int:
