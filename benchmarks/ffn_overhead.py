@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 
 from moa.nn import build_ffn, ffn_config
 from moa.utils.memory import peak_memory_bytes
+from moa.utils.timing import interleaved_median
 
 PAIRS = [  # (variant, overrides, baseline)
     ("la-mlp", {}, "relu"),
@@ -40,23 +39,6 @@ def make_step(module, x):
         y = module(x)
         y.float().square().mean().backward()
     return step
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved_median(steps, reps, device):
-    times = [[] for _ in steps]
-    for _ in range(reps):
-        for i, step in enumerate(steps):
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def main(argv=None):

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 
 import torch
 
 from moa.nn import MoE, MoEConfig, build_ffn, ffn_config, moe_aux_loss, moe_cost, moe_reference_forward
+from moa.utils.timing import interleaved_median
 
 
 def make_step(module, x, forward=None):
@@ -41,23 +40,6 @@ def make_step(module, x, forward=None):
             loss = loss + moe_aux_loss(module)
         loss.backward()
     return step
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def interleaved_median(steps, reps, device):
-    times = [[] for _ in steps]
-    for _ in range(reps):
-        for i, step in enumerate(steps):
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def main(argv=None):

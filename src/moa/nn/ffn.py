@@ -116,16 +116,7 @@ class MoAFFN(FeedForward):
 
     def mixing_weights(self, x: Tensor) -> Tensor:
         """Per-token gates, shape (..., G, K), for ``x`` of shape (..., d_model)."""
-        c = self.config
-        logits = self.gate(x)
-        # normalise in at least fp32 (bf16 softmax is too coarse for gates near one-hot)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / c.temperature
-        logits = logits.unflatten(-1, (c.gate_groups, c.num_activations))
-        if c.gate_norm == "softmax":
-            return torch.softmax(logits, dim=-1)
-        if c.gate_norm == "sigmoid":
-            return torch.sigmoid(logits)
-        return logits
+        return normalize_gates(self.gate(x), self.config)
 
     def forward(self, x: Tensor) -> Tensor:
         return _mixed_forward(self, x, self.mixing_weights(x))
@@ -136,6 +127,18 @@ def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
     mix = mix_project if ffn.config.impl == "fused" else mix_project_reference
     v = ffn.w2(x) if ffn.config.kind == "glu" else None
     return mix(ffn.w1(x), coef, ffn.config.activations, ffn.output_proj.weight, v)
+
+
+def normalize_gates(logits: Tensor, config: FFNConfig) -> Tensor:
+    """Gates (..., G, K) from gate logits (..., G·K): ``normalize(logits / τ)``."""
+    # normalise in at least fp32 (bf16 softmax is too coarse for gates near one-hot)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / config.temperature
+    logits = logits.unflatten(-1, (config.gate_groups, config.num_activations))
+    if config.gate_norm == "softmax":
+        return torch.softmax(logits, dim=-1)
+    if config.gate_norm == "sigmoid":
+        return torch.sigmoid(logits)
+    return logits
 
 
 def _init_coefficients(config: FFNConfig) -> Tensor:

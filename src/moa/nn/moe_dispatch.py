@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from moa.nn.activations import ACTIVATIONS
 from moa.nn.config import FFNConfig
-from moa.nn.ffn import FeedForward
+from moa.nn.ffn import FeedForward, normalize_gates
 from moa.nn.functional import mix_activations
 
 Tensor = torch.Tensor
@@ -120,19 +120,8 @@ def experts_grouped(experts: Sequence[FeedForward], x_RD: Tensor, expert_R: Tens
         else:
             bias_EL = torch.stack([e.gate.bias for e in experts]).to(dtype)  # L = G·K logits
             logits_RL = gmm(x_RD, [e.gate.weight for e in experts]) + bias_EL[expert_R]
-            c_RGK = _normalize_gates(logits_RL, cfg)
+            c_RGK = normalize_gates(logits_RL, cfg)
         h_RM = mix_activations(z_RM, c_RGK, names)
     if cfg.kind == "glu":
         h_RM = h_RM * gmm(x_RD, [e.w2.weight for e in experts])
     return gmm(h_RM, [e.output_proj.weight for e in experts])
-
-
-def _normalize_gates(logits_RL: Tensor, cfg: FFNConfig) -> Tensor:
-    """MoA gates (R, G, K) from gate logits, as :meth:`moa.nn.MoAFFN.mixing_weights`."""
-    logits = logits_RL.to(torch.promote_types(logits_RL.dtype, torch.float32)) / cfg.temperature
-    logits = logits.unflatten(-1, (cfg.gate_groups, cfg.num_activations))
-    if cfg.gate_norm == "softmax":
-        return torch.softmax(logits, dim=-1)
-    if cfg.gate_norm == "sigmoid":
-        return torch.sigmoid(logits)
-    return logits
