@@ -116,9 +116,10 @@ def results_table(results: dict) -> str:
     for name, v in results["variants"].items():
         (l, ls), (b, bs), (d, ds) = v["val_loss"], v["val_bpb"], v["delta_vs_first"]
         edge = " (edge)" if v["best_lr_on_grid_edge"] else ""
-        delta = "—" if name == first else f"{d:+.4f} ± {ds:.4f}"
+        pm = (lambda m, sd: f"{m:.4f} ± {sd:.4f}") if results["seeds"] > 1 else (lambda m, sd: f"{m:.4f} (1 seed)")
+        delta = "—" if name == first else (f"{d:+.4f} ± {ds:.4f}" if results["seeds"] > 1 else f"{d:+.4f}")
         lines.append(f"| {name} | {v['params_total']:,} | {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
-                     f"{l:.4f} ± {ls:.4f} | {b:.4f} ± {bs:.4f} | {delta} | {v['tokens_per_s']:,.0f} |")
+                     f"{pm(l, ls)} | {pm(b, bs)} | {delta} | {v['tokens_per_s']:,.0f} |")
     lines.append("")
     lines.append("(edge): the best LR is at the end of the search grid; widen `--lr-factors` to be sure it is tuned.")
     return "\n".join(lines)
