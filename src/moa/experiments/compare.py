@@ -126,12 +126,10 @@ def results_table(results: dict) -> str:
 
 
 def plot_curves(finals: dict[str, list[RunResult]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_t, ax_v) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_t, ax_v = fig.subplots(1, 2)
     for variant, runs in finals.items():
         for ax, key, style in ((ax_t, "train_loss", "-"), (ax_v, "val_loss", "o-")):
             curves = [r.curve(key) for r in runs]
@@ -149,4 +147,3 @@ def plot_curves(finals: dict[str, list[RunResult]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

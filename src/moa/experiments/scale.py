@@ -117,12 +117,10 @@ def scaling_table(results: dict) -> str:
 
 
 def plot_scaling(points, fits, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
     for variant, pts in points.items():
         ns = np.array(sorted(pts), dtype=float)
         means = [np.mean(pts[n]) for n in sorted(pts)]
@@ -140,4 +138,3 @@ def plot_scaling(points, fits, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
