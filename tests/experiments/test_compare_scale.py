@@ -89,3 +89,28 @@ def test_scale_writes_fit_plot_and_multipliers(tmp_path, capsys):
         assert all(m > 0 for m in f["compute_multiplier_vs_baseline"].values())
     assert main(["scale", "--preset", "debug", "--out", str(tmp_path / "bad"), "--sizes", "2"]) == 2
     assert "sizes=2" in capsys.readouterr().err
+
+
+def test_run_killed_before_its_first_checkpoint_is_restarted(tmp_path):
+    from moa.config import apply_overrides
+    from moa.experiments.sweep import run_or_reuse
+    from moa.presets import get_preset
+    from moa.train import train
+    from moa.train.checkpoint import has_checkpoint
+
+    cfg = apply_overrides(get_preset("debug"), [*TINY, "model.ffn=swiglu", "train.ckpt_every=1000"])
+    run = tmp_path / "run"
+    assert train(cfg, run, progress=False, stop_after=6) == {}  # "killed" at step 6: config and log, no checkpoint
+    assert (run / "config.json").exists() and not has_checkpoint(run) and not (run / "summary.json").exists()
+    logs = []
+    r = run_or_reuse("swiglu", cfg, run, log=logs.append)
+    assert logs == ["  restart swiglu (stopped before its first checkpoint)"] and not r.reused
+    assert r.summary["final_val_loss"] > 0 and (run / "summary.json").exists()
+    steps = [tokens for tokens, _ in r.curve("train_loss")]
+    assert steps == sorted(set(steps)), "the killed attempt's log lines were not cleared"
+    fresh = train(cfg, tmp_path / "fresh", progress=False)
+    assert r.summary["final_val_loss"] == fresh["final_val_loss"]  # same as a run never interrupted
+    other = cfg.replace(seed=cfg.seed + 1)
+    (run / "summary.json").unlink()
+    with pytest.raises(ValueError, match="another config"):
+        run_or_reuse("swiglu", other, run, log=None)

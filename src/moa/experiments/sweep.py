@@ -1,8 +1,10 @@
 """Resumable sweeps: many training runs, each in its own directory, none run twice.
 
 A run whose ``summary.json`` exists is reused as it is; one with a checkpoint but no
-summary (an interrupted sweep) is resumed from it; anything else starts fresh. A run
-directory that holds a different config is an error, never silently overwritten.
+summary (an interrupted sweep) is resumed from it; one killed before its first checkpoint
+(its config and early log lines, nothing to resume from) has those records cleared and
+starts again; anything else starts fresh. A run directory that holds a different config
+is an error, never silently overwritten.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Callable, Optional
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.train import train
 from moa.train.checkpoint import has_checkpoint
-from moa.train.records import CONFIG, SUMMARY, read_json, read_metrics
+from moa.train.records import CONFIG, ENVIRONMENT, METRICS, SUMMARY, read_json, read_metrics
 
 
 @dataclass
@@ -46,10 +48,26 @@ def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = Fals
             if log:
                 log(f"  resume  {name}")
             return RunResult(name, run_dir, cfg, train(None, run_dir, resume=True, progress=progress), reused=False)
-        raise ValueError(f"{run_dir} has a config but neither a checkpoint nor a summary; delete it to rerun")
+        if log:
+            log(f"  restart {name} (stopped before its first checkpoint)")
+        _clear_unstarted(run_dir)
+        return RunResult(name, run_dir, cfg, train(cfg, run_dir, progress=progress), reused=False)
     if log:
         log(f"  train   {name}")
     return RunResult(name, run_dir, cfg, train(cfg, run_dir, progress=progress), reused=False)
+
+
+def _clear_unstarted(run_dir: Path) -> None:
+    """Remove the records a run writes before its first checkpoint, and nothing else."""
+    for name in (METRICS, ENVIRONMENT, CONFIG):
+        (run_dir / name).unlink(missing_ok=True)
+    tb = run_dir / "tb"
+    if tb.is_dir():
+        for f in tb.iterdir():
+            if f.is_file() and f.name.startswith("events.out.tfevents"):
+                f.unlink()
+        if not any(tb.iterdir()):
+            tb.rmdir()
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
