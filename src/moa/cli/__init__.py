@@ -16,7 +16,8 @@ COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn, "c
             "scale": scale, "gates": gates, "expressivity": expressivity}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser and the parsed command line (``args.command`` is None for a bare ``moa``)."""
     parser = argparse.ArgumentParser(prog="moa", description="Mixture of Activations: layers and LM research harness")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in COMMANDS.items():
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return parser, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0

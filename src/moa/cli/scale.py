@@ -19,13 +19,19 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
+def scale_config(args):
+    from moa.experiments.scale import ScaleConfig
+
+    return ScaleConfig(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), ladder=args.ladder,
+                       sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds)
+
+
 def run(args) -> int:
     from moa.config import apply_overrides
-    from moa.experiments.scale import ScaleConfig, run_scale, scaling_table
+    from moa.experiments.scale import run_scale, scaling_table
     from moa.presets import get_preset
 
-    sc = ScaleConfig(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), ladder=args.ladder,
-                     sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds)
+    sc = scale_config(args)
     base = apply_overrides(get_preset(args.preset), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"scale-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = run_scale(base, sc, out, progress=args.progress)

@@ -1,0 +1,40 @@
+"""docs/RESULTS.md agrees with the files it cites, and the checker catches a document that does not."""
+
+from pathlib import Path
+
+from moa.cli import main
+from moa.experiments.report import check, commands, sync
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["train.batch_size=4", "train.seq_len=32", "train.tokens=1024", "train.eval_tokens=256", "train.log_every=4"]
+
+
+def test_committed_results_document_is_in_sync():
+    doc = ROOT / "docs" / "RESULTS.md"
+    assert "<!-- include " in doc.read_text(), "RESULTS.md embeds no result file"
+    assert check(doc) == []
+
+
+def test_sync_check_and_command_verification(tmp_path):
+    out = tmp_path / "exp"
+    cmd = ["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu,moa-glu", "--seeds", "1",
+           "--lr-factors", "1", *TINY]
+    assert main(cmd) == 0
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    doc = docs / "R.md"
+    shown = " ".join(cmd)
+    doc.write_text(f"# R\n\n```bash\nOMP_NUM_THREADS=1 moa {shown}   # a comment\n```\n\n"
+                   f"<!-- include ../exp/results.md -->\nstale\n<!-- end include -->\n\n![c](../exp/loss_curves.png)\n")
+    assert commands(doc.read_text()) == [cmd]
+    problems = check(doc, root=tmp_path)
+    assert len(problems) == 1 and "differs from the file" in problems[0]
+    assert sync(doc) == 1 and check(doc, root=tmp_path) == [] and sync(doc) == 0
+    assert (out / "results.md").read_text() in doc.read_text()
+    # a command that would not reproduce the stored experiment is caught, as is a missing image
+    wrong = doc.read_text().replace("--seeds 1", "--seeds 2").replace("train.tokens=1024", "train.tokens=2048")
+    doc.write_text(wrong.replace("loss_curves.png", "nope.png"))
+    problems = check(doc, root=tmp_path)
+    assert any("train.tokens: 2048 vs 1024" in p for p in problems), problems
+    assert any("compare_config" in p and "'seeds': 2" in p for p in problems), problems
+    assert any("image ../exp/nope.png" in p for p in problems), problems
