@@ -114,3 +114,41 @@ def test_run_killed_before_its_first_checkpoint_is_restarted(tmp_path):
     (run / "summary.json").unlink()
     with pytest.raises(ValueError, match="another config"):
         run_or_reuse("swiglu", other, run, log=None)
+
+
+def test_extend_grid_steps_past_a_winning_edge():
+    from moa.experiments.compare import extend_grid
+
+    grid = [1e-3, 2e-3, 4e-3]
+    assert extend_grid(grid, {1e-3: 2.0, 2e-3: 1.9, 4e-3: 1.8}) == pytest.approx(8e-3)
+    assert extend_grid(grid, {1e-3: 1.7, 2e-3: 1.9, 4e-3: 1.8}) == pytest.approx(5e-4)
+    assert extend_grid(grid, {1e-3: 2.0, 2e-3: 1.7, 4e-3: 1.8}) is None
+    assert extend_grid(grid, {1e-3: math.inf, 2e-3: math.inf, 4e-3: math.inf}) is None
+    assert extend_grid([1e-3], {1e-3: 2.0}) is None
+
+
+def test_compare_extends_an_edge_and_survives_a_diverged_lr(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    # ×1e-3 and ×2e-3 of the preset LR are far too small: the larger wins and the grid grows to ×4e-3;
+    # ×1e32 makes the parameters overflow: that search run diverges and is recorded, not fatal
+    argv = ["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu", "--seeds", "1",
+            "--lr-factors", "0.001,0.002,1e32", "--extend-edges", "1", *TINY]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "  diverged swiglu lr=1e+30" in first
+    r = json.loads((out / "results.json").read_text())["variants"]["swiglu"]
+    assert r["lr_search"]["1e+30"] is None
+    losses = {float(k): v for k, v in r["lr_search"].items()}
+    assert len(losses) == 3 and r["best_lr"] == pytest.approx(2e-5) and not r["best_lr_on_grid_edge"]
+    assert [p.parent.name for p in out.glob("runs/swiglu/*/diverged.json")] == ["lr1e+30-s0-t2048"]
+    # a grid whose best is its top gets one more step past it
+    out2 = tmp_path / "cmp2"
+    assert main([*argv[:4], str(out2), *argv[5:9], "--lr-factors", "0.001,0.002", *argv[11:]]) == 0
+    second = capsys.readouterr().out
+    assert "best LR 2e-05 is at the grid's edge; also trying 4e-05" in second
+    r = json.loads((out2 / "results.json").read_text())["variants"]["swiglu"]
+    assert list(r["lr_search"]) == ["1e-05", "2e-05", "4e-05"] and r["best_lr"] == pytest.approx(4e-5)
+    assert r["best_lr_on_grid_edge"]  # still the top after the one extension allowed
+    assert main(argv) == 0  # rerun: the diverged run is reused, nothing trains
+    third = capsys.readouterr().out
+    assert "  train " not in third and "reuse   swiglu lr=1e+30 seed=0 (diverged)" in third

@@ -14,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=None, help="seeds at the best LR")
     p.add_argument("--lr-factors", default=None, help="LR grid as factors of the preset LR, e.g. 0.5,1,2")
     p.add_argument("--search-fraction", type=float, default=None, help="fraction of the budget for the LR search")
+    p.add_argument("--extend-edges", type=int, default=None, metavar="N",
+                   help="while the best LR is at an end of the grid, try one more step past it, up to N times "
+                        "(default 2; 0 for --preset quick/debug)")
     p.add_argument("--progress", action="store_true", help="a progress bar per run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -27,7 +30,7 @@ def compare_config(args):
 
     kw = {}
     if args.preset in ("quick", "debug"):
-        kw = {"variants": QUICK_VARIANTS, "seeds": 1 if args.preset == "quick" else 2}
+        kw = {"variants": QUICK_VARIANTS, "seeds": 1 if args.preset == "quick" else 2, "extend_edges": 0}
     if args.variants:
         kw["variants"] = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     if args.seeds is not None:
@@ -37,6 +40,8 @@ def compare_config(args):
             kw["lr_factors"] = tuple(float(f) for f in args.lr_factors.split(","))
         except ValueError:
             raise ValueError(f"--lr-factors={args.lr_factors!r} is not a comma-separated list of numbers") from None
+    if args.extend_edges is not None:
+        kw["extend_edges"] = args.extend_edges
     if args.search_fraction is not None:
         kw["search_fraction"] = args.search_fraction
     return CompareConfig(**kw)

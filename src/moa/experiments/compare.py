@@ -4,6 +4,10 @@ Protocol (the same for every variant, so the comparison is fair):
 
 1. LR search: each variant trains at ``base_lr × f`` for every factor f of a small log
    grid, seed 0, at ``search_fraction`` of the token budget; the best final val loss wins.
+   While the best LR is at an end of the grid, the grid grows one step (its own ratio)
+   past that end, up to ``extend_edges`` times, so every variant's optimum is bracketed
+   by the same rule. A search run that diverges counts as an infinite loss (recorded as
+   ``null``), not as a crash of the sweep.
 2. Final: the best LR at the full budget with seeds 0 … S-1. A seed sets both the init
    and the data order, so for a given seed every variant sees exactly the same batches.
 3. Report per variant: parameters, best LR (and the whole search), final val loss and
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -36,6 +41,7 @@ class CompareConfig:
     lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
     seeds: int = 2
     search_fraction: float = 1.0
+    extend_edges: int = 2
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -51,6 +57,8 @@ class CompareConfig:
             raise ValueError(f"seeds={self.seeds!r} must be a positive integer")
         if not 0 < self.search_fraction <= 1:
             raise ValueError(f"search fraction {self.search_fraction!r} must be in (0, 1]")
+        if not isinstance(self.extend_edges, int) or self.extend_edges < 0:
+            raise ValueError(f"extend_edges={self.extend_edges!r} must be a non-negative integer")
 
 
 def _run_cfg(base: RunConfig, variant: str, lr: float, seed: int, tokens: int) -> RunConfig:
@@ -60,6 +68,20 @@ def _run_cfg(base: RunConfig, variant: str, lr: float, seed: int, tokens: int) -
 
 def _dir(out: Path, variant: str, lr: float, seed: int, tokens: int) -> Path:
     return out / "runs" / variant / f"lr{lr:.3g}-s{seed}-t{tokens}"
+
+
+def extend_grid(grid: list[float], search: dict[float, float]) -> Optional[float]:
+    """The next LR to try when the best of ``search`` sits at an end of the sorted ``grid``, else None."""
+    if len(grid) < 2:
+        return None
+    best = min(search, key=search.get)
+    if not math.isfinite(search[best]):
+        return None
+    if best == grid[-1]:
+        return grid[-1] * grid[-1] / grid[-2]
+    if best == grid[0]:
+        return grid[0] * grid[0] / grid[1]
+    return None
 
 
 def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = False, log=print) -> dict:
@@ -72,17 +94,34 @@ def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = Fa
     finals: dict[str, list[RunResult]] = {}
     for variant in cc.variants:
         log(f"{variant}: LR search over {', '.join(f'{lr:.3g}' for lr in lrs)} at {search_tokens:,} tokens")
-        search = {}
-        for lr in lrs:
+        search: dict[float, float] = {}
+
+        def try_lr(lr: float) -> None:
             r = run_or_reuse(f"{variant} lr={lr:.3g} seed=0", _run_cfg(base, variant, lr, 0, search_tokens),
-                             _dir(out, variant, lr, 0, search_tokens), progress, log)
+                             _dir(out, variant, lr, 0, search_tokens), progress, log, allow_divergence=True)
             search[lr] = r.summary["final_val_loss"]
+
+        grid = sorted(lrs)
+        for lr in grid:
+            try_lr(lr)
+        for _ in range(cc.extend_edges):
+            nxt = extend_grid(grid, search)
+            if nxt is None:
+                break
+            log(f"{variant}: best LR {min(search, key=search.get):.3g} is at the grid's edge; also trying {nxt:.3g}")
+            grid = sorted([*grid, nxt])
+            try_lr(nxt)
         best = min(search, key=search.get)
+        if not math.isfinite(search[best]):
+            raise ValueError(f"{variant}: every LR of the search diverged ({', '.join(f'{lr:.3g}' for lr in grid)}); "
+                             f"lower --lr-factors")
         log(f"{variant}: best LR {best:.3g}; {cc.seeds} seed(s) at {full:,} tokens")
         finals[variant] = [run_or_reuse(f"{variant} lr={best:.3g} seed={s}", _run_cfg(base, variant, best, s, full),
                                         _dir(out, variant, best, s, full), progress, log) for s in range(cc.seeds)]
-        variants[variant] = {"best_lr": best, "lr_search": {f"{lr:.6g}": v for lr, v in search.items()},
-                             "best_lr_on_grid_edge": best in (lrs[0], lrs[-1]) and len(lrs) > 1}
+        variants[variant] = {"best_lr": best,
+                             "lr_search": {f"{lr:.6g}": (search[lr] if math.isfinite(search[lr]) else None)
+                                           for lr in grid},
+                             "best_lr_on_grid_edge": best in (grid[0], grid[-1]) and len(grid) > 1}
     first = cc.variants[0]
     for variant, runs in finals.items():
         losses = [r.summary["final_val_loss"] for r in runs]
@@ -110,7 +149,8 @@ def results_table(results: dict) -> str:
     first = results["baseline"]
     lines = [f"Final validation loss after {results['tokens']:,} tokens, mean ± std over {results['seeds']} seed(s); "
              f"LR tuned per variant over ×{', ×'.join(f'{f:g}' for f in results['lr_factors'])} "
-             f"at {results['search_tokens']:,} tokens.", "",
+             f"at {results['search_tokens']:,} tokens"
+             f"{_extension_note(results)}.", "",
              f"| variant | params | non-emb | best LR | val loss (nats) | val bpb | Δ loss vs {first} | tokens/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, v in results["variants"].items():
@@ -121,8 +161,20 @@ def results_table(results: dict) -> str:
         lines.append(f"| {name} | {v['params_total']:,} | {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
                      f"{pm(l, ls)} | {pm(b, bs)} | {delta} | {v['tokens_per_s']:,.0f} |")
     lines.append("")
-    lines.append("(edge): the best LR is at the end of the search grid; widen `--lr-factors` to be sure it is tuned.")
+    lines.append("(edge): the best LR is at the end of the search grid even after extending it; widen "
+                 "`--lr-factors` to be sure it is tuned.")
+    lines.append("")
+    lines.append("LR search (final val loss at seed 0; — = diverged):")
+    lines.append("")
+    for name, v in results["variants"].items():
+        cells = [f"{float(lr):.3g}: {'—' if loss is None else f'{loss:.4f}'}" for lr, loss in v["lr_search"].items()]
+        lines.append(f"- {name}: {', '.join(cells)}")
     return "\n".join(lines)
+
+
+def _extension_note(results: dict) -> str:
+    n = results.get("compare_config", {}).get("extend_edges", 0)
+    return f", the grid extended past an edge that wins up to {n} time(s)" if n else ""
 
 
 def plot_curves(finals: dict[str, list[RunResult]], path: Path) -> None:

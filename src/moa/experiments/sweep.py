@@ -4,17 +4,22 @@ A run whose ``summary.json`` exists is reused as it is; one with a checkpoint bu
 summary (an interrupted sweep) is resumed from it; one killed before its first checkpoint
 (its config and early log lines, nothing to resume from) has those records cleared and
 starts again; anything else starts fresh. A run directory that holds a different config
-is an error, never silently overwritten.
+is an error, never silently overwritten. With ``allow_divergence`` (LR searches), a run
+whose loss goes non-finite is recorded in ``diverged.json`` and reported with an infinite
+final loss, now and on every rerun, instead of stopping the sweep.
 """
 
 from __future__ import annotations
+
+import json
+import math
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from moa.config import RunConfig, config_from_dict, diff_configs
-from moa.train import train
+from moa.train import TrainingDiverged, train
 from moa.train.checkpoint import has_checkpoint
 from moa.train.records import CONFIG, ENVIRONMENT, METRICS, SUMMARY, read_json, read_metrics
 
@@ -32,9 +37,25 @@ class RunResult:
         return [(e["tokens"], e[key]) for e in read_metrics(self.run_dir) if key in e]
 
 
+DIVERGED = "diverged.json"
+
+
 def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = False,
-                 log: Optional[Callable[[str], None]] = print) -> RunResult:
+                 log: Optional[Callable[[str], None]] = print, allow_divergence: bool = False) -> RunResult:
     run_dir = Path(run_dir)
+
+    def run(resume: bool) -> RunResult:
+        try:
+            summary = train(None if resume else cfg, run_dir, resume=resume, progress=progress)
+        except TrainingDiverged as exc:
+            if not allow_divergence:
+                raise
+            (run_dir / DIVERGED).write_text(json.dumps({"error": str(exc)}, indent=2) + "\n")
+            if log:
+                log(f"  diverged {name}: {exc}")
+            return _diverged(name, run_dir, cfg, str(exc), reused=False)
+        return RunResult(name, run_dir, cfg, summary, reused=False)
+
     if (run_dir / CONFIG).exists():
         saved = config_from_dict(read_json(run_dir / CONFIG))
         if saved.replace(model=saved.model.replace(vocab_size=cfg.model.vocab_size)) != cfg:
@@ -44,17 +65,29 @@ def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = Fals
             if log:
                 log(f"  reuse   {name}")
             return RunResult(name, run_dir, cfg, read_json(run_dir / SUMMARY), reused=True)
+        if (run_dir / DIVERGED).exists():
+            error = read_json(run_dir / DIVERGED)["error"]
+            if not allow_divergence:
+                raise TrainingDiverged(f"{run_dir} diverged before: {error}")
+            if log:
+                log(f"  reuse   {name} (diverged)")
+            return _diverged(name, run_dir, cfg, error, reused=True)
         if has_checkpoint(run_dir):
             if log:
                 log(f"  resume  {name}")
-            return RunResult(name, run_dir, cfg, train(None, run_dir, resume=True, progress=progress), reused=False)
+            return run(resume=True)
         if log:
             log(f"  restart {name} (stopped before its first checkpoint)")
         _clear_unstarted(run_dir)
-        return RunResult(name, run_dir, cfg, train(cfg, run_dir, progress=progress), reused=False)
+        return run(resume=False)
     if log:
         log(f"  train   {name}")
-    return RunResult(name, run_dir, cfg, train(cfg, run_dir, progress=progress), reused=False)
+    return run(resume=False)
+
+
+def _diverged(name: str, run_dir: Path, cfg: RunConfig, error: str, reused: bool) -> RunResult:
+    return RunResult(name, run_dir, cfg, {"final_val_loss": math.inf, "final_val_bpb": math.inf, "diverged": error},
+                     reused=reused)
 
 
 def _clear_unstarted(run_dir: Path) -> None:
