@@ -131,6 +131,11 @@ def plot_scaling(points, fits, path: Path) -> None:
         ax.plot(grid, f["E"] + f["A"] * grid ** (-f["alpha"]), "-", color=line[0].get_color(), alpha=0.7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels on a narrow log axis overlap
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel("non-embedding parameters")
     ax.set_ylabel("final validation loss (nats/token)")
     ax.set_title("scaling at a fixed tokens-per-parameter ratio")
