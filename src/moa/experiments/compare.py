@@ -147,18 +147,21 @@ def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = Fa
 
 def results_table(results: dict) -> str:
     first = results["baseline"]
+    moe = any(v.get("params_active", v["params_total"]) != v["params_total"] for v in results["variants"].values())
     lines = [f"Final validation loss after {results['tokens']:,} tokens, mean ± std over {results['seeds']} seed(s); "
              f"LR tuned per variant over ×{', ×'.join(f'{f:g}' for f in results['lr_factors'])} "
              f"at {results['search_tokens']:,} tokens"
              f"{_extension_note(results)}.", "",
-             f"| variant | params | non-emb | best LR | val loss (nats) | val bpb | Δ loss vs {first} | tokens/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             f"| variant | params |{' active |' if moe else ''} non-emb | best LR | val loss (nats) | val bpb | "
+             f"Δ loss vs {first} | tokens/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if moe else "")]
     for name, v in results["variants"].items():
         (l, ls), (b, bs), (d, ds) = v["val_loss"], v["val_bpb"], v["delta_vs_first"]
         edge = " (edge)" if v["best_lr_on_grid_edge"] else ""
         pm = (lambda m, sd: f"{m:.4f} ± {sd:.4f}") if results["seeds"] > 1 else (lambda m, sd: f"{m:.4f} (1 seed)")
         delta = "—" if name == first else (f"{d:+.4f} ± {ds:.4f}" if results["seeds"] > 1 else f"{d:+.4f}")
-        lines.append(f"| {name} | {v['params_total']:,} | {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
+        active = f" {v.get('params_active', v['params_total']):,} |" if moe else ""
+        lines.append(f"| {name} | {v['params_total']:,} |{active} {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
                      f"{pm(l, ls)} | {pm(b, bs)} | {delta} | {v['tokens_per_s']:,.0f} |")
     lines.append("")
     lines.append("(edge): the best LR is at the end of the search grid even after extending it; widen "
