@@ -38,3 +38,15 @@ def test_sync_check_and_command_verification(tmp_path):
     assert any("train.tokens: 2048 vs 1024" in p for p in problems), problems
     assert any("compare_config" in p and "'seeds': 2" in p for p in problems), problems
     assert any("image ../exp/nope.png" in p for p in problems), problems
+
+
+def test_missing_document_is_a_one_line_error(tmp_path, capsys):
+    import pytest
+
+    from moa.experiments.report import main as report_main
+
+    with pytest.raises(SystemExit) as exc:
+        report_main([str(tmp_path / "nope.md")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "nope.md is not a file" in err

@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("doc", type=Path)
     p.add_argument("--check", action="store_true", help="only report disagreements; exit 1 if any")
     args = p.parse_args(argv)
+    if not args.doc.is_file():
+        p.error(f"{args.doc} is not a file; give a results document such as docs/RESULTS.md")
     if not args.check:
         print(f"{sync(args.doc)} block(s) refreshed")
     problems = check(args.doc)
