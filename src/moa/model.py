@@ -223,5 +223,7 @@ def param_counts(model: Transformer) -> dict[str, int]:
 
 
 def lm_loss(logits_BTV: Tensor, targets_BT: Tensor, reduction: str = "mean") -> Tensor:
-    """Next-token cross-entropy in nats, computed in fp32."""
-    return F.cross_entropy(logits_BTV.flatten(0, 1).float(), targets_BT.flatten(), reduction=reduction)
+    """Next-token cross-entropy in nats, computed in at least fp32 (bf16/fp16 logits are
+    promoted; float64 logits, the numerical-check mode, stay float64)."""
+    dtype = torch.promote_types(logits_BTV.dtype, torch.float32)
+    return F.cross_entropy(logits_BTV.flatten(0, 1).to(dtype), targets_BT.flatten(), reduction=reduction)

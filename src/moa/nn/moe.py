@@ -221,7 +221,8 @@ def moe_aux_loss(model: nn.Module) -> Tensor:
     if not losses:
         p = next(model.parameters(), None)
         return torch.zeros((), device=None if p is None else p.device)
-    return torch.stack([v.float() for v in losses]).sum()
+    dtype = torch.promote_types(losses[0].dtype, torch.float32)  # float64 models stay float64
+    return torch.stack([v.to(dtype) for v in losses]).sum()
 
 
 @torch.no_grad()
