@@ -121,7 +121,8 @@ class MixProject(torch.autograd.Function):
         ctx.names = names
         n, rows = z_NGH.shape[0], _chunk_rows(z_NGH)
         w_DM = w_out_DM.to(z_NGH.dtype)
-        y_ND = z_NGH.new_empty(n, w_DM.shape[0]) if rows < n else None
+        # n = 0 (an expert or rank without tokens) takes the buffer path: an empty (0, D)
+        y_ND = z_NGH.new_empty(n, w_DM.shape[0]) if rows < n or n == 0 else None
         for s in range(0, n, rows):
             e = min(n, s + rows)
             p = _mix_forward(z_NGH[s:e], c_NGK if c_NGK.shape[0] == 1 else c_NGK[s:e], names)
@@ -162,7 +163,9 @@ class MixProject(torch.autograd.Function):
             if need_z:
                 gp.copy_(gz)  # dL/dp of these rows is used up: its buffer takes dL/dz
         grad_c = None
-        if need_c:
+        if need_c and not grads_c:  # no tokens: a sum over nothing
+            grad_c = torch.zeros_like(c_NGK)
+        elif need_c:
             grad_c = torch.stack(grads_c).sum(0) if shared_c else torch.cat(grads_c)
         grad_w = grad_w.to(w_out_DM.dtype) if need_w else None
         return (grad_p_NGH if need_z else None), grad_c, grad_v, grad_w, None
