@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from moa.data.shards import HEADER_INTS
 
 def test_stdlib_default_prepares_and_is_cached(cache_dir, monkeypatch):
     config = DataConfig(cache_dir=cache_dir)
-    started = time.perf_counter()
     data = prepare_data(config)
-    first = time.perf_counter() - started
     meta = data.meta
     assert data.tokenizer.spec == "bytes" and data.train_tokens.dtype == np.uint16
     assert meta["fingerprint"] == data.fingerprint and meta["source"] == "stdlib"
@@ -33,12 +30,9 @@ def test_stdlib_default_prepares_and_is_cached(cache_dir, monkeypatch):
     assert data.tokenizer.decode(data.val_tokens[:2000]).count("\n") > 10
 
     monkeypatch.setattr(prepare_module, "_build_text", _fail("the cached splits should have been reused"))
-    started = time.perf_counter()
     again = prepare_data(config)
-    cached = time.perf_counter() - started
     assert isinstance(again.train_tokens, np.memmap)
     assert np.array_equal(again.train_tokens, data.train_tokens) and np.array_equal(again.val_tokens, data.val_tokens)
-    assert cached < max(5.0, first)
 
 
 def _fail(message):
@@ -154,7 +148,7 @@ def test_default_cache_dir_comes_from_the_environment(text_corpus, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_stdlib_bpe_8192(cache_dir):
+def test_stdlib_bpe_8192(cache_dir, monkeypatch):
     """The full default corpus with a real BPE vocabulary (about 40 s on 2 cores, then cached)."""
     config = DataConfig(tokenizer="bpe:8192", cache_dir=cache_dir)
     data = prepare_data(config)
@@ -163,7 +157,6 @@ def test_stdlib_bpe_8192(cache_dir):
     assert val["bytes"] / val["tokens"] > 3  # Python source compresses to ~3.8 bytes/token
     text = data.tokenizer.decode(data.val_tokens[:5000])
     assert data.tokenizer.decode(data.tokenizer.encode(text)) == text
-    started = time.perf_counter()
+    monkeypatch.setattr(prepare_module, "_build_text", _fail("the cached splits should have been reused"))
     again = prepare_data(config)
-    assert time.perf_counter() - started < 10
-    assert np.array_equal(again.val_tokens, data.val_tokens)
+    assert isinstance(again.val_tokens, np.memmap) and np.array_equal(again.val_tokens, data.val_tokens)

@@ -128,7 +128,7 @@ def test_la_one_hot_equals_fixed_exactly(kind, act, granularity):
     fixed = randomise(build_ffn(FFNConfig(kind=kind, activations=(act,)), D))
     la = convert_ffn(fixed, FFNConfig(kind=kind, mixing="la", activations=("relu", "gelu", "silu", "relu2"),
                                       la_granularity=granularity))
-    assert la.la_coef.sum().item() == la.la_coef.shape[0] if granularity == "channel" else 1.0
+    assert la.la_coef.sum().item() == (la.la_coef.shape[0] if granularity == "channel" else 1.0)
     x = torch.randn(4, 7, D)
     assert torch.equal(la(x), fixed(x))
 
