@@ -87,6 +87,14 @@ class MoE(nn.Module):
         self.last_losses: dict[str, Tensor] = {}
         self.last_load: Optional[Tensor] = None
 
+    def __getstate__(self) -> dict:
+        """Copies (``copy.deepcopy``, pickling) keep the last balance losses as values:
+        the tensors of ``last_losses`` belong to the autograd graph of the last forward,
+        which a copy cannot share (and torch refuses to deep-copy non-leaf tensors)."""
+        state = super().__getstate__()
+        state["last_losses"] = {k: v.detach() for k, v in self.last_losses.items()}
+        return state
+
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02, out_std: Optional[float] = None) -> None:
         """Normal(0, std) router and input projections, ``out_std`` output projections,
