@@ -8,7 +8,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from moa.cli.train import describe
+    from moa.train.runs import describe
     from moa.presets import PRESETS
 
     print(f"{'preset':<13} {'d':>5} {'L':>3} {'H':>3} {'ffn':<8} {'experts':<8} {'tokenizer':<10} {'params':>14} "

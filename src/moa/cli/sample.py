@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from moa.train.runs import load_run
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate text from a trained run")
@@ -15,39 +17,6 @@ def add_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy")
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-
-
-def load_run(run_dir: Path):
-    """(model in eval mode, tokenizer, config) of a run directory."""
-    from moa.config import config_from_dict
-    from moa.data import ByteTokenizer, HFTokenizer
-    from moa.model import Transformer
-    from moa.train.checkpoint import load_checkpoint, read_meta
-    from moa.train.records import CONFIG, read_json
-
-    if not (run_dir / CONFIG).exists():
-        raise FileNotFoundError(f"{run_dir} is not a moa run directory (no {CONFIG})")
-    cfg = config_from_dict(read_json(run_dir / CONFIG))
-    if (run_dir / "model.pt").exists():  # FSDP runs leave consolidated weights here
-        weights = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
-        state = read_meta(run_dir)
-    else:
-        state = load_checkpoint(run_dir)
-        weights = state["model"]
-    cfg = cfg.replace(model=cfg.model.replace(vocab_size=state["vocab_size"]))
-    model = Transformer(cfg.model)
-    model.load_state_dict(weights)
-    model.eval()
-    if state["tokenizer"] == "bytes":
-        tok = ByteTokenizer()
-    else:
-        from tokenizers import Tokenizer
-
-        path = run_dir / "tokenizer.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing; the run's tokenizer {state['tokenizer']} cannot be rebuilt")
-        tok = HFTokenizer(Tokenizer.from_file(str(path)), state["tokenizer"], vocab_size=state["vocab_size"])
-    return model, tok, cfg
 
 
 @torch.no_grad()

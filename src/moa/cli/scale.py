@@ -5,25 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from moa.experiments.settings import add_scale_arguments, scale_config
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("scale", help="scaling of FFN variants over model sizes at fixed tokens per parameter")
-    p.add_argument("--preset", default="quick", help="run preset giving data, optimizer, batch (default: quick)")
-    p.add_argument("--out", default=None, help="experiment directory (default: runs/scale-<preset>-<time>)")
-    p.add_argument("--variants", default="swiglu,la-glu,moa-glu", help="comma-separated; the first is the baseline")
-    p.add_argument("--ladder", default="cpu", help="size ladder: cpu or tiny")
-    p.add_argument("--sizes", type=int, default=4, help="how many sizes of the ladder (>= 3)")
-    p.add_argument("--tokens-per-param", type=float, default=20.0)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--progress", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-
-
-def scale_config(args):
-    from moa.experiments.scale import ScaleConfig
-
-    return ScaleConfig(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), ladder=args.ladder,
-                       sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds)
+    add_scale_arguments(p)
 
 
 def run(args) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from moa.config import apply_overrides, dumps
+from moa.train.runs import describe
 
 
 def add_parser(sub) -> None:
@@ -49,27 +50,6 @@ def resolve(args):
         stamp = os.environ.get("TORCHELASTIC_RUN_ID") if "RANK" in os.environ else None
         out = Path("runs") / f"{preset}-{cfg.model.ffn}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
     return cfg, out
-
-
-def describe(cfg) -> dict:
-    """Parameter counts of the model ``cfg`` describes, built on the meta device."""
-    from moa.model import Transformer, param_counts
-    from moa.nn import ffn_cost, moe_cost
-    from moa.presets import vocab_size_of
-
-    mcfg = cfg.model if cfg.model.vocab_size else cfg.model.replace(vocab_size=vocab_size_of(cfg.data.tokenizer))
-    with torch.device("meta"):
-        model = Transformer(mcfg)
-    cost = ffn_cost(mcfg.ffn_config(), mcfg.d_model)
-    layer = {"ffn_params_per_layer": cost.params, "ffn_mixing_params_per_layer": cost.mixing_params,
-             "ffn_flops_per_token_per_layer": cost.flops}
-    if mcfg.moe.enabled:
-        mc = moe_cost(mcfg.moe, mcfg.ffn_config(), mcfg.d_model)
-        layer = {"moe_params_per_layer": mc.params_total, "moe_active_params_per_layer": mc.params_active,
-                 "moe_active_flops_per_token_per_layer": mc.flops,
-                 "expert_mixing_params": mc.expert.mixing_params}
-    return {**param_counts(model), "vocab_size": mcfg.vocab_size, **layer,
-            "steps": cfg.train.steps, "tokens_per_step": cfg.train.tokens_per_step}
 
 
 def launch(args, out: Path) -> int:

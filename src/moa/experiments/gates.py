@@ -344,7 +344,7 @@ def run_gates(run_dir, out_dir=None, max_tokens: int = DEFAULT_MAX_TOKENS, *, to
     device: "auto" (CUDA if available, with the run's autocast dtype), "cpu" or "cuda".
     Returns the dict written to gates.json.
     """
-    from moa.cli.sample import load_run
+    from moa.train.runs import load_run
     from moa.data import prepare_data, val_batches
     from moa.train.loop import resolve_device
 

@@ -9,9 +9,10 @@ A results document (``docs/RESULTS.md``) embeds each experiment's table between 
 ``python -m moa.experiments.report docs/RESULTS.md`` rewrites every block from its file
 (``--check`` only reports). :func:`check` also verifies that every linked image exists
 and that every ``moa compare`` / ``moa scale`` command printed in a ``bash`` block with an
-``--out`` configures exactly the experiment stored there: the command is parsed by the
-real CLI and its preset + overrides and sweep settings are compared with the
-``base_config`` / ``compare_config`` / ``scale_config`` in that folder's results file.
+``--out`` configures exactly the experiment stored there: the command is parsed with the
+CLI's own argument definitions (:mod:`moa.experiments.settings`) and its preset +
+overrides and sweep settings are compared with the ``base_config`` / ``compare_config``
+/ ``scale_config`` in that folder's results file.
 Paths in ``--out`` are relative to the repository root (the document's parent's parent).
 """
 
@@ -65,16 +66,14 @@ def commands(doc_text: str) -> list[list[str]]:
 
 def command_problems(argv: list[str], root: Path) -> list[str]:
     """Why ``moa argv`` does not configure the experiment stored at its ``--out`` (empty if it does)."""
-    from moa.cli import compare as compare_cli
-    from moa.cli import parse_args
-    from moa.cli import scale as scale_cli
     from moa.config import apply_overrides, dumps
+    from moa.experiments.settings import SWEEPS, parse_sweep_command
     from moa.presets import get_preset
 
     line = "moa " + " ".join(argv)
     if not argv or argv[0] not in RESULT_FILES:
         return []
-    _, args = parse_args(argv)
+    args = parse_sweep_command(argv)
     if not args.out:
         return []
     name, key = RESULT_FILES[args.command]
@@ -87,7 +86,7 @@ def command_problems(argv: list[str], root: Path) -> list[str]:
     if base != stored["base_config"]:
         diffs = _diff(base, stored["base_config"])
         problems.append(f"`{line}`: its run config differs from {path}'s base_config ({'; '.join(diffs[:3])})")
-    sweep = (compare_cli.compare_config if args.command == "compare" else scale_cli.scale_config)(args)
+    sweep = SWEEPS[args.command][1](args)
     if json.loads(json.dumps(dataclasses.asdict(sweep))) != stored[key]:
         problems.append(f"`{line}`: its {key} {dataclasses.asdict(sweep)} differs from {path}'s {stored[key]}")
     return problems

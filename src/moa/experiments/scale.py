@@ -59,7 +59,7 @@ def _sized(base: RunConfig, d: int, layers: int, heads: int) -> RunConfig:
 
 
 def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False, log=print) -> dict:
-    from moa.cli.train import describe
+    from moa.train.runs import describe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,94 @@
+"""Command-line settings of the sweep experiments: their arguments and the configs they make.
+
+``moa compare`` and ``moa scale`` (:mod:`moa.cli`) add these arguments to their parsers,
+and :mod:`moa.experiments.report` parses the commands printed in a results document with
+the same definitions, so a printed command and the stored experiment are compared through
+one code path without the experiments layer importing the CLI (docs/DESIGN.md, layers).
+Only argparse is imported at module level: ``moa -h`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: compare settings per preset (others: CompareConfig defaults, 6 variants and 2 seeds)
+QUICK_VARIANTS = ("swiglu", "la-glu", "moa-glu")
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="quick", help="run preset for every variant (default: quick)")
+    p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-<preset>-<time>)")
+    p.add_argument("--variants", default=None, help="comma-separated FFN presets; the first is the baseline")
+    p.add_argument("--seeds", type=int, default=None, help="seeds at the best LR")
+    p.add_argument("--lr-factors", default=None, help="LR grid as factors of the preset LR, e.g. 0.5,1,2")
+    p.add_argument("--search-fraction", type=float, default=None, help="fraction of the budget for the LR search")
+    p.add_argument("--extend-edges", type=int, default=None, metavar="N",
+                   help="while the best LR is at an end of the grid, try one more step past it, up to N times "
+                        "(default 2; 0 for --preset quick/debug)")
+    p.add_argument("--progress", action="store_true", help="a progress bar per run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def compare_config(args):
+    """The :class:`~moa.experiments.compare.CompareConfig` a parsed ``moa compare`` command asks for."""
+    from moa.experiments.compare import CompareConfig
+
+    kw = {}
+    if args.preset in ("quick", "debug"):
+        kw = {"variants": QUICK_VARIANTS, "seeds": 1 if args.preset == "quick" else 2, "extend_edges": 0}
+    if args.variants:
+        kw["variants"] = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if args.seeds is not None:
+        kw["seeds"] = args.seeds
+    if args.lr_factors:
+        try:
+            kw["lr_factors"] = tuple(float(f) for f in args.lr_factors.split(","))
+        except ValueError:
+            raise ValueError(f"--lr-factors={args.lr_factors!r} is not a comma-separated list of numbers") from None
+    if args.extend_edges is not None:
+        kw["extend_edges"] = args.extend_edges
+    if args.search_fraction is not None:
+        kw["search_fraction"] = args.search_fraction
+    return CompareConfig(**kw)
+
+
+def add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="quick", help="run preset giving data, optimizer, batch (default: quick)")
+    p.add_argument("--out", default=None, help="experiment directory (default: runs/scale-<preset>-<time>)")
+    p.add_argument("--variants", default="swiglu,la-glu,moa-glu", help="comma-separated; the first is the baseline")
+    p.add_argument("--ladder", default="cpu", help="size ladder: cpu or tiny")
+    p.add_argument("--sizes", type=int, default=4, help="how many sizes of the ladder (>= 3)")
+    p.add_argument("--tokens-per-param", type=float, default=20.0)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+def scale_config(args):
+    """The :class:`~moa.experiments.scale.ScaleConfig` a parsed ``moa scale`` command asks for."""
+    from moa.experiments.scale import ScaleConfig
+
+    return ScaleConfig(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), ladder=args.ladder,
+                       sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds)
+
+
+#: command → (argument definitions, settings from parsed arguments)
+SWEEPS = {"compare": (add_compare_arguments, compare_config), "scale": (add_scale_arguments, scale_config)}
+
+
+def parse_sweep_command(argv: list[str]) -> argparse.Namespace:
+    """Parse ``compare …`` or ``scale …`` (the words after ``moa``) as the CLI does.
+
+    As in ``moa``'s root parser, ``key=value`` overrides may sit between options.
+    """
+    if not argv or argv[0] not in SWEEPS:
+        raise ValueError(f"{' '.join(argv[:1]) or 'an empty command'} is not a sweep; valid: {', '.join(SWEEPS)}")
+    parser = argparse.ArgumentParser(prog=f"moa {argv[0]}")
+    SWEEPS[argv[0]][0](parser)
+    args, extra = parser.parse_known_args(argv[1:])
+    if extra and not any(e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        raise ValueError(f"moa {argv[0]}: unrecognized arguments: {' '.join(extra)}")
+    args.command = argv[0]
+    return args
