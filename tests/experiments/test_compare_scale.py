@@ -38,32 +38,72 @@ def test_compute_multiplier():
 def test_compare_writes_everything_and_resumes_without_rerunning(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu,moa-glu", "--seeds", "2",
-            "--lr-factors", "0.5,1", *TINY]
+            "--search-seeds", "2", "--lr-factors", "0.5,1", "--extend-edges", "0", *TINY]
     assert main(argv) == 0
     first = capsys.readouterr().out
-    assert "| moa-glu |" in first and "Δ loss vs swiglu" in first
+    assert "| moa-glu |" in first and "Δ loss vs swiglu [95% CI]" in first and "MDE (80% power)" in first
     for name in ("results.md", "results.json", "loss_curves.png"):
         assert (out / name).exists()
     res = json.loads((out / "results.json").read_text())
+    assert res["protocol"] == 2 and res["report_seeds"] == [0, 1] and res["search_seeds"] == [1000, 1001]
     for v in ("swiglu", "moa-glu"):
         r = res["variants"][v]
         assert len(r["val_loss_per_seed"]) == 2 and set(r["lr_search"]) == {"0.005", "0.01"}
         assert r["val_loss"][1] > 0 and r["params_total"] > 0 and r["tokens_per_s"] > 0
         assert r["best_lr"] == min((float(k) for k in r["lr_search"]), key=lambda k: r["lr_search"][f"{k:.6g}"])
-    assert res["variants"]["swiglu"]["delta_vs_first"] == [0.0, 0.0]
+        # the LR is chosen on the mean over the search seeds, whose runs are never the reported ones
+        for lr, per_seed in r["lr_search_per_seed"].items():
+            assert r["lr_search"][lr] == pytest.approx(sum(per_seed) / 2)
+        searched = {json.loads((out / d / "config.json").read_text())["seed"] for d in r["search_run_dirs"]}
+        reported = {json.loads((out / d / "config.json").read_text())["seed"] for d in r["run_dirs"]}
+        assert searched == {1000, 1001} and reported == {0, 1}
+        assert not set(r["search_run_dirs"]) & set(r["run_dirs"])
+    assert res["variants"]["swiglu"]["delta_vs_first"]["per_seed"] == [0.0, 0.0]
     summaries = sorted(out.glob("runs/*/*/summary.json"))
-    assert len(summaries) == 2 * (2 + 1)  # per variant: 2 LRs at seed 0 (one reused as the final), seed 1
+    assert len(summaries) == 2 * (2 * 2 + 2)  # per variant: 2 LRs × 2 search seeds, then 2 report seeds
     mtimes = {p: p.stat().st_mtime_ns for p in summaries}
     assert main(argv) == 0
     second = capsys.readouterr().out
-    assert "  train " not in second and second.count("  reuse ") == 2 * 3 + 2 * 1
+    assert "  train " not in second and second.count("  reuse ") == 2 * 6
     assert {p: p.stat().st_mtime_ns for p in summaries} == mtimes
     assert json.loads((out / "results.json").read_text())["variants"] == res["variants"]
+    check_paired_deltas(res, out)
+
+
+def check_paired_deltas(res: dict, out=None) -> int:
+    """Recompute each variant's Δ from per-seed losses (and from the runs' own summaries); returns #checked."""
+    from moa.experiments.stats import paired_summary
+
+    base = res["variants"][res["baseline"]]
+    checked = 0
+    for name, v in res["variants"].items():
+        diffs = [a - b for a, b in zip(v["val_loss_per_seed"], base["val_loss_per_seed"])]
+        d = v["delta_vs_first"]
+        mean = d["mean"] if isinstance(d, dict) else d[0]  # protocol-1 files store [mean, std]
+        assert mean == pytest.approx(sum(diffs) / len(diffs), abs=1e-12), (name, mean, diffs)
+        if isinstance(d, dict):
+            assert d["per_seed"] == pytest.approx(diffs, abs=1e-12)
+            assert d == pytest.approx(paired_summary(v["val_loss_per_seed"], base["val_loss_per_seed"]))
+        if out is not None:  # the per-seed losses are the runs' own final losses, in seed order
+            own = [json.loads((out / r / "summary.json").read_text())["final_val_loss"] for r in v["run_dirs"]]
+            assert own == v["val_loss_per_seed"]
+        checked += 1
+    return checked
+
+
+def test_committed_compare_results_have_variant_minus_baseline_deltas():
+    from pathlib import Path
+
+    found = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").glob("compare-*/results.json"))
+    assert found, "no committed compare results"
+    for path in found:
+        assert check_paired_deltas(json.loads(path.read_text()), path.parent) >= 2
 
 
 def test_compare_errors(capsys, tmp_path):
     for extra, needle in [(["--variants", "swiglu,nope"], "'nope'"), (["--seeds", "0"], "seeds=0"),
-                          (["--lr-factors", "1,x"], "--lr-factors"), (["--search-fraction", "2"], "search fraction")]:
+                          (["--lr-factors", "1,x"], "--lr-factors"), (["--search-fraction", "2"], "search fraction"),
+                          (["--search-seeds", "0"], "search_seeds=0"), (["--seeds", "1001"], "seeds=1001")]:
         assert main(["compare", "--preset", "debug", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err
@@ -116,17 +156,6 @@ def test_run_killed_before_its_first_checkpoint_is_restarted(tmp_path):
         run_or_reuse("swiglu", other, run, log=None)
 
 
-def test_extend_grid_steps_past_a_winning_edge():
-    from moa.experiments.compare import extend_grid
-
-    grid = [1e-3, 2e-3, 4e-3]
-    assert extend_grid(grid, {1e-3: 2.0, 2e-3: 1.9, 4e-3: 1.8}) == pytest.approx(8e-3)
-    assert extend_grid(grid, {1e-3: 1.7, 2e-3: 1.9, 4e-3: 1.8}) == pytest.approx(5e-4)
-    assert extend_grid(grid, {1e-3: 2.0, 2e-3: 1.7, 4e-3: 1.8}) is None
-    assert extend_grid(grid, {1e-3: math.inf, 2e-3: math.inf, 4e-3: math.inf}) is None
-    assert extend_grid([1e-3], {1e-3: 2.0}) is None
-
-
 def test_compare_extends_an_edge_and_survives_a_diverged_lr(tmp_path, capsys):
     out = tmp_path / "cmp"
     # ×1e-3 and ×2e-3 of the preset LR are far too small: the larger wins and the grid grows to ×4e-3;
@@ -140,7 +169,7 @@ def test_compare_extends_an_edge_and_survives_a_diverged_lr(tmp_path, capsys):
     assert r["lr_search"]["1e+30"] is None
     losses = {float(k): v for k, v in r["lr_search"].items()}
     assert len(losses) == 3 and r["best_lr"] == pytest.approx(2e-5) and not r["best_lr_on_grid_edge"]
-    assert [p.parent.name for p in out.glob("runs/swiglu/*/diverged.json")] == ["lr1e+30-s0-t2048"]
+    assert [p.parent.name for p in out.glob("runs/swiglu/*/diverged.json")] == ["lr1e+30-s1000-t2048"]
     # a grid whose best is its top gets one more step past it
     out2 = tmp_path / "cmp2"
     assert main([*argv[:4], str(out2), *argv[5:9], "--lr-factors", "0.001,0.002", *argv[11:]]) == 0
@@ -151,4 +180,4 @@ def test_compare_extends_an_edge_and_survives_a_diverged_lr(tmp_path, capsys):
     assert r["best_lr_on_grid_edge"]  # still the top after the one extension allowed
     assert main(argv) == 0  # rerun: the diverged run is reused, nothing trains
     third = capsys.readouterr().out
-    assert "  train " not in third and "reuse   swiglu lr=1e+30 seed=0 (diverged)" in third
+    assert "  train " not in third and "reuse   swiglu lr=1e+30 seed=1000 (diverged)" in third

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-#: compare settings per preset (others: CompareConfig defaults, 6 variants and 2 seeds)
 QUICK_VARIANTS = ("swiglu", "la-glu", "moa-glu")
 
 
@@ -19,36 +18,44 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="quick", help="run preset for every variant (default: quick)")
     p.add_argument("--out", default=None, help="experiment directory (default: runs/compare-<preset>-<time>)")
     p.add_argument("--variants", default=None, help="comma-separated FFN presets; the first is the baseline")
-    p.add_argument("--seeds", type=int, default=None, help="seeds at the best LR")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="report seeds 0..N-1, trained at the chosen LR (default 3; 2 for --preset quick/debug)")
+    p.add_argument("--search-seeds", type=int, default=None, metavar="N",
+                   help="the LR is chosen on the mean final loss over N search seeds 1000..1000+N-1, never "
+                        "reported (default 2; 1 for --preset quick/debug)")
     p.add_argument("--lr-factors", default=None, help="LR grid as factors of the preset LR, e.g. 0.5,1,2")
-    p.add_argument("--search-fraction", type=float, default=None, help="fraction of the budget for the LR search")
+    p.add_argument("--search-fraction", type=float, default=None,
+                   help="fraction of the budget for the LR search (default 1; 0.5 for --preset quick)")
     p.add_argument("--extend-edges", type=int, default=None, metavar="N",
                    help="while the best LR is at an end of the grid, try one more step past it, up to N times "
-                        "(default 2; 0 for --preset quick/debug)")
+                        "(default 2)")
     p.add_argument("--progress", action="store_true", help="a progress bar per run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
+
+
+#: sweep settings of the small presets (the main job `moa compare --preset quick` must stay
+#: within ~10 minutes on 2 CPU cores); other presets take the CompareConfig defaults
+PRESET_COMPARE = {
+    "quick": {"variants": QUICK_VARIANTS, "seeds": 2, "search_seeds": 1, "search_fraction": 0.5},
+    "debug": {"variants": QUICK_VARIANTS, "seeds": 2, "search_seeds": 1},
+}
 
 
 def compare_config(args):
     """The :class:`~moa.experiments.compare.CompareConfig` a parsed ``moa compare`` command asks for."""
     from moa.experiments.compare import CompareConfig
 
-    kw = {}
-    if args.preset in ("quick", "debug"):
-        kw = {"variants": QUICK_VARIANTS, "seeds": 1 if args.preset == "quick" else 2, "extend_edges": 0}
+    kw = dict(PRESET_COMPARE.get(args.preset, {}))
     if args.variants:
         kw["variants"] = tuple(v.strip() for v in args.variants.split(",") if v.strip())
-    if args.seeds is not None:
-        kw["seeds"] = args.seeds
     if args.lr_factors:
         try:
             kw["lr_factors"] = tuple(float(f) for f in args.lr_factors.split(","))
         except ValueError:
             raise ValueError(f"--lr-factors={args.lr_factors!r} is not a comma-separated list of numbers") from None
-    if args.extend_edges is not None:
-        kw["extend_edges"] = args.extend_edges
-    if args.search_fraction is not None:
-        kw["search_fraction"] = args.search_fraction
+    for name in ("seeds", "search_seeds", "extend_edges", "search_fraction"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     return CompareConfig(**kw)
 
 
