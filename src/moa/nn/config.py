@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from moa.nn.activations import ACTIVATIONS, DEFAULT_DICTIONARY, get_activation
+from moa.nn.triton_mix import kernel_codes
 
 KINDS = ("mlp", "glu")
 MIXINGS = ("fixed", "la", "moa")
 GATE_NORMS = ("softmax", "sigmoid", "none")
 LA_GRANULARITIES = ("layer", "channel")
-IMPLS = ("fused", "reference")
+IMPLS = ("auto", "fused", "triton", "reference")
 GLU_WIDTH_MULTIPLE = 32
 
 
@@ -48,7 +49,9 @@ class FFNConfig:
     la_granularity: "layer" (``a`` of shape (K,)) or "channel" (shape (m, K)).
     init: "uniform", or an activation name in ``activations`` (function-preserving init).
     init_logit_gap: logit margin of the function-preserving init under softmax/sigmoid.
-    impl: "fused" (memory-efficient custom autograd op) or "reference" (explicit sum).
+    impl: "fused" (memory-efficient custom autograd op), "triton" (fused Triton kernels,
+        CUDA; :mod:`moa.nn.triton_mix`), "auto" (triton on CUDA when Triton is installed and
+        every activation has a kernel formula, else fused) or "reference" (explicit sum).
     """
 
     kind: str = "glu"
@@ -61,7 +64,7 @@ class FFNConfig:
     la_granularity: str = "layer"
     init: str = "uniform"
     init_logit_gap: float = 30.0
-    impl: str = "fused"
+    impl: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.activations, (list, str)):
@@ -85,6 +88,8 @@ class FFNConfig:
                 f"mixing='fixed' needs exactly one activation, got {len(self.activations)}: "
                 f"{self.activations!r}; use mixing='la' or 'moa' to mix several"
             )
+        if self.impl == "triton" and self.mixing != "fixed":
+            kernel_codes(self.activations)  # one-line error for an activation without a kernel formula
         if self.hidden_dim is not None and (not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0):
             raise ValueError(f"hidden_dim={self.hidden_dim!r} must be a positive integer or None")
         if not isinstance(self.gate_groups, int) or self.gate_groups <= 0:

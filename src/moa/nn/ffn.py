@@ -21,6 +21,7 @@ import torch.nn as nn
 from moa.nn.activations import ACTIVATIONS
 from moa.nn.config import FFNConfig
 from moa.nn.functional import mix_project, mix_project_reference
+from moa.nn.triton_mix import mix_project_triton, triton_supports
 
 Tensor = torch.Tensor
 
@@ -123,8 +124,11 @@ class MoAFFN(FeedForward):
 
 
 def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
-    """``w_out(σ_mix(w1 x) [⊙ w2 x])`` through the fused op or the reference."""
-    mix = mix_project if ffn.config.impl == "fused" else mix_project_reference
+    """``w_out(σ_mix(w1 x) [⊙ w2 x])`` through the fused op, the Triton op or the reference."""
+    impl = ffn.config.impl
+    if impl == "auto":
+        impl = "triton" if x.is_cuda and triton_supports(ffn.config.activations) else "fused"
+    mix = {"fused": mix_project, "triton": mix_project_triton, "reference": mix_project_reference}[impl]
     v = ffn.w2(x) if ffn.config.kind == "glu" else None
     return mix(ffn.w1(x), coef, ffn.config.activations, ffn.output_proj.weight, v)
 
