@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from moa.data import DataConfig, DataError
-from moa.data.sources import assign_splits, load_corpus, stdlib_root
+from moa.data.sources import assign_splits, load_corpus, stdlib_root, unit_hash
 
 
 def stdlib_text(name: str) -> str:
@@ -115,13 +115,23 @@ def test_jsonl_reads_text_field_and_splits_by_file(tmp_path):
     assert sorted(docs) == sorted(p for p in paragraphs if p)
 
 
-def test_jsonl_single_file_splits_tail_records(tmp_path):
+def test_jsonl_single_file_splits_by_document(tmp_path):
     records = [f"record {i}: " + line for i, line in enumerate(stdlib_text("glob.py").splitlines()) if line]
     path = tmp_path / "one.jsonl"
     _write_jsonl(path, records)
     corpus = load_corpus(DataConfig(source=f"jsonl:{path}", val_fraction=0.1))
-    assert corpus.train.documents + corpus.val.documents == records
-    assert len(corpus.val.documents) == round(0.1 * len(records))
+    held_out = [r for i, r in enumerate(records) if unit_hash(str(i)) < 0.1]
+    assert corpus.val.documents == held_out and 0.05 < len(held_out) / len(records) < 0.15
+    assert corpus.train.documents == [r for r in records if r not in held_out]
+
+
+def test_by_document_split_keeps_both_splits(tmp_path):
+    # Three documents whose coins all say "train": the last one moves to val.
+    path = tmp_path / "few.jsonl"
+    _write_jsonl(path, ["first", "second", "third"])
+    assert not any(unit_hash(str(i)) < 0.01 for i in range(3))
+    corpus = load_corpus(DataConfig(source=f"jsonl:{path}", val_fraction=0.01))
+    assert corpus.train.documents == ["first", "second"] and corpus.val.documents == ["third"]
 
 
 def test_jsonl_missing_field_and_bad_json_are_one_line_errors(tmp_path):
@@ -149,7 +159,7 @@ def test_empty_sources_are_errors(tmp_path):
     with pytest.raises(DataError, match="no files"):
         load_corpus(DataConfig(source=f"text:{tmp_path / 'empty'}"))
     (tmp_path / "empty" / "blank.txt").write_text("")
-    with pytest.raises(DataError, match="no non-empty UTF-8 text"):
+    with pytest.raises(DataError, match="no non-empty text"):
         load_corpus(DataConfig(source=f"text:{tmp_path / 'empty'}"))
     (tmp_path / "empty" / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="too little to split"):

@@ -41,7 +41,7 @@ def test_bad_value_is_a_one_line_error_naming_it(field, value):
 
 
 def test_unknown_scheme_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid schemes: stdlib, text:PATH, jsonl:PATH, tokens:GLOB"):
+    with pytest.raises(ValueError, match="valid schemes: stdlib, text:PATH, jsonl:PATH, parquet:PATH, prepared:DIR, tokens:GLOB"):
         DataConfig(source="s3:bucket/key")
 
 

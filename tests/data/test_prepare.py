@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-import moa.data.prepare as prepare_module
-from moa.data import ByteTokenizer, DataConfig, DataError, prepare_data
+import moa.data.pretokenize as pretokenize_module
+from moa.data import ByteTokenizer, DataConfig, DataError, ShardedTokens, prepare_data
 from moa.data.shards import HEADER_INTS
 
 
@@ -29,9 +29,9 @@ def test_stdlib_default_prepares_and_is_cached(cache_dir, monkeypatch):
     json.dumps(meta)
     assert data.tokenizer.decode(data.val_tokens[:2000]).count("\n") > 10
 
-    monkeypatch.setattr(prepare_module, "_build_text", _fail("the cached splits should have been reused"))
+    monkeypatch.setattr(pretokenize_module, "_run", _fail("the cached splits should have been reused"))
     again = prepare_data(config)
-    assert isinstance(again.train_tokens, np.memmap)
+    assert isinstance(again.train_tokens, np.memmap)  # one shard per split: used as it lies
     assert np.array_equal(again.train_tokens, data.train_tokens) and np.array_equal(again.val_tokens, data.val_tokens)
 
 
@@ -45,23 +45,27 @@ def test_cache_reuse_and_rebuild_after_damage(text_corpus, cache_dir, monkeypatc
     config = DataConfig(source=f"text:{text_corpus}", tokenizer="bpe:300", cache_dir=cache_dir)
     data = prepare_data(config)
     folder = data.meta["cache_path"]
-    assert sorted(os.listdir(folder)) == ["manifest.json", "meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(folder)) == ["manifest.json", "tokenizer.json", "train_000000.bin", "val_000000.bin"]
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
-    assert len(manifest["files"]) == 10 and all(len(f["sha256"]) == 64 for f in manifest["files"])
+    assert len(manifest["files"]) == 10 and all(len(f["digest"]) == 64 for f in manifest["files"])
 
     with monkeypatch.context() as patch:
-        patch.setattr(prepare_module, "_build_text", _fail("the cached splits should have been reused"))
+        patch.setattr(pretokenize_module, "_run", _fail("the cached splits should have been reused"))
+        patch.setattr(pretokenize_module, "train_bpe", _fail("the cached tokenizer should have been reused"))
         again = prepare_data(config)
     assert np.array_equal(again.train_tokens, data.train_tokens)
     assert again.meta == data.meta
 
-    # A cut-short file (a crash, a full disk) is noticed and rebuilt. Cutting a mapped file
-    # in place would crash its readers, so the old maps are copied and dropped first.
+    # A cut-short shard (a crash, a full disk) is noticed and rebuilt, with the same
+    # tokenizer. Cutting a mapped file in place would crash its readers, so the old maps
+    # are copied and dropped first.
     expected = np.array(data.train_tokens)
     del data, again
-    with open(os.path.join(folder, "train.bin"), "r+b") as f:
+    with open(os.path.join(folder, "train_000000.bin"), "r+b") as f:
         f.truncate(100)
-    rebuilt = prepare_data(config)
+    with monkeypatch.context() as patch:
+        patch.setattr(pretokenize_module, "train_bpe", _fail("the cached tokenizer should have been reused"))
+        rebuilt = prepare_data(config)
     assert np.array_equal(rebuilt.train_tokens, expected)
 
 
@@ -87,7 +91,10 @@ def test_tokens_glob_reads_shards_by_memmap(text_corpus, cache_dir, tmp_path):
     for k, part in enumerate(parts):
         part.astype(np.uint16).tofile(shards / f"shard_{k:02d}.bin")
     data = prepare_data(DataConfig(source=f"tokens:{shards}/*.bin", val_fraction=0.25, cache_dir=cache_dir))
-    assert isinstance(data.train_tokens, np.memmap) and data.train_tokens.dtype == np.uint16
+    # Several shards are one view over their memmaps, never copied together.
+    assert isinstance(data.train_tokens, ShardedTokens) and data.train_tokens.dtype == np.uint16
+    assert all(isinstance(part, np.memmap) for part in data.train_tokens.parts)
+    assert os.listdir(data.meta["cache_path"]) == ["meta.json"]
     listing = data.meta["shards"]
     assert [s["path"] for s in listing] == [f"shard_{k:02d}.bin" for k in range(8)]
     expected = {name: np.concatenate([parts[k] for k, s in enumerate(listing) if s["split"] == name])
@@ -157,6 +164,6 @@ def test_stdlib_bpe_8192(cache_dir, monkeypatch):
     assert val["bytes"] / val["tokens"] > 3  # Python source compresses to ~3.8 bytes/token
     text = data.tokenizer.decode(data.val_tokens[:5000])
     assert data.tokenizer.decode(data.tokenizer.encode(text)) == text
-    monkeypatch.setattr(prepare_module, "_build_text", _fail("the cached splits should have been reused"))
+    monkeypatch.setattr(pretokenize_module, "_run", _fail("the cached splits should have been reused"))
     again = prepare_data(config)
     assert isinstance(again.val_tokens, np.memmap) and np.array_equal(again.val_tokens, data.val_tokens)

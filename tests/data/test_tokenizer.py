@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import moa.data.pretokenize as pretokenize_module
 import moa.data.tokenizer as tokenizer_module
 from moa.data import ByteTokenizer, DataConfig, DataError, count_utf8_bytes, prepare_data
 from moa.data.sources import stdlib_root
@@ -72,19 +73,19 @@ def test_count_utf8_bytes_for_bpe(bpe_data):
 
 def test_bpe_is_cached_and_not_retrained(text_corpus, cache_dir, bpe_data, monkeypatch):
     path = bpe_data.tokenizer.path
-    assert os.path.dirname(path).endswith("tokenizers") and path.startswith(cache_dir)
+    assert path == os.path.join(bpe_data.meta["cache_path"], "tokenizer.json") and path.startswith(cache_dir)
     mtime = os.stat(path).st_mtime_ns
 
     def no_training(*args, **kwargs):
         raise AssertionError("the cached BPE tokenizer should have been reused")
 
-    monkeypatch.setattr(tokenizer_module, "train_bpe", no_training)
-    # Remove the tokenized splits too, so the tokenizer itself must come from its cache file.
-    for name in ("meta.json", "train.bin", "val.bin"):
-        os.remove(os.path.join(bpe_data.meta["cache_path"], name))
+    monkeypatch.setattr(pretokenize_module, "train_bpe", no_training)
+    # Remove a shard too, so the splits are rebuilt with the tokenizer from its file.
+    os.remove(os.path.join(bpe_data.meta["cache_path"], "val_000000.bin"))
     again = prepare_data(DataConfig(source=f"text:{text_corpus}", tokenizer="bpe:384", cache_dir=cache_dir))
     assert os.stat(path).st_mtime_ns == mtime
     assert np.array_equal(again.train_tokens, bpe_data.train_tokens)
+    assert np.array_equal(again.val_tokens, bpe_data.val_tokens)
     assert again.tokenizer.fingerprint == bpe_data.tokenizer.fingerprint
 
 

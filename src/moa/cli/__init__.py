@@ -10,10 +10,12 @@ import argparse
 import os
 import sys
 
-from moa.cli import compare, expressivity, ffn, gates, presets, sample, scale, train
+from moa.cli import compare, export, expressivity, ffn, gates, prepare, presets, sample, scale, train, upcycle
+from moa.cli import eval as eval_command
 
 COMMANDS = {"train": train, "sample": sample, "presets": presets, "ffn": ffn, "compare": compare,
-            "scale": scale, "gates": gates, "expressivity": expressivity}
+            "scale": scale, "gates": gates, "expressivity": expressivity, "prepare": prepare,
+            "export": export, "upcycle": upcycle, "eval": eval_command}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

@@ -1,4 +1,4 @@
-"""Data layer: corpora, tokenizers, cached token splits and deterministic batches (MOA.md §7).
+"""Data layer: streamed corpora, tokenizers, token shards and deterministic batches.
 
 Typical use by the trainer::
 
@@ -8,21 +8,23 @@ Typical use by the trainer::
     val = val_batches(data.val_tokens, seq_len=512, batch_size=64, max_tokens=2**20)
     bpb = sum_nats / (math.log(2) * sum(count_utf8_bytes(data.tokenizer, y) for _, y in val))
 
-Modules: :mod:`~moa.data.config` (DataConfig, spec strings), :mod:`~moa.data.sources` (text
-corpora, split, fingerprint), :mod:`~moa.data.shards` (pre-tokenized ``.bin`` shards),
-:mod:`~moa.data.tokenizer` (bytes / BPE / local HF), :mod:`~moa.data.cache` (cache layout,
-atomic writes), :mod:`~moa.data.prepare` (``prepare_data``), :mod:`~moa.data.batching`
-(``TokenBatcher``, ``val_batches``).
+Modules: :mod:`~moa.data.config` (DataConfig, spec strings), :mod:`~moa.data.sources`
+(document streams, split, fingerprint), :mod:`~moa.data.shards` (shard formats, memmaps,
+``ShardedTokens``), :mod:`~moa.data.tokenizer` (bytes / BPE / local HF),
+:mod:`~moa.data.pretokenize` (streaming parallel resumable shards: ``moa prepare``),
+:mod:`~moa.data.cache` (cache layout, atomic writes), :mod:`~moa.data.prepare`
+(``prepare_data``), :mod:`~moa.data.batching` (``TokenBatcher``, ``val_batches``).
 """
 
 from moa.data.batching import TokenBatcher, num_windows, val_batches
 from moa.data.config import DataConfig, DataError, parse_source, parse_tokenizer
 from moa.data.prepare import PreparedData, prepare_data
+from moa.data.shards import ShardedTokens
 from moa.data.tokenizer import ByteTokenizer, HFTokenizer, Tokenizer, count_utf8_bytes, load_tokenizer
 
 __all__ = [
     "DataConfig", "DataError", "parse_source", "parse_tokenizer",
-    "PreparedData", "prepare_data",
+    "PreparedData", "prepare_data", "ShardedTokens",
     "Tokenizer", "ByteTokenizer", "HFTokenizer", "load_tokenizer", "count_utf8_bytes",
     "TokenBatcher", "val_batches", "num_windows",
 ]

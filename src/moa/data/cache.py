@@ -2,16 +2,14 @@
 
 Layout under the cache root (``cache_dir`` → ``$MOA_CACHE_DIR`` → ``~/.cache/moa``)::
 
-    tokenizers/bpe-{N}-{corpus_fp}.json      trained byte-level BPE tokenizers
-    tokens/{corpus_fp}-{tokenizer_fp}/       one prepared corpus per (corpus, tokenizer)
-        train.bin, val.bin                   raw little-endian uint16/uint32 token ids
-        manifest.json                        the files of each split with content hashes
-        meta.json                            counts, dtype, fingerprints; written last
+    prepared/{key}/            one pre-tokenized text corpus per (corpus, tokenizer): shards,
+                               tokenizer.json and manifest.json (see moa.data.pretokenize)
+    tokens/{shards_fp}-{tokenizer_fp}/meta.json
+                               counts and the id check of a ``tokens:`` source's shards
 
 Every file is written to a unique temporary name in the same folder and moved into place
 with ``os.replace``, so a reader never sees half a file, and two ranks preparing the same
 corpus at once both succeed (the last rename wins; the contents are identical).
-``meta.json`` is written last: a folder without it is an interrupted build, redone.
 """
 
 from __future__ import annotations
@@ -69,38 +67,6 @@ def read_json(path: Path) -> Optional[dict]:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-class TokenFileWriter:
-    """Appends token-id chunks to a temporary file; ``commit()`` moves it into place.
-
-    Used as a context manager: leaving the block without ``commit()`` deletes the
-    temporary file, so an exception never leaves a partial ``.bin`` behind.
-    """
-
-    def __init__(self, path: Path, dtype: np.dtype) -> None:
-        self.path = path
-        self.dtype = np.dtype(dtype)
-        self.count = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _tmp_name(path)
-        self._file = open(self._tmp, "wb")
-
-    def write(self, ids: np.ndarray) -> None:
-        ids = np.asarray(ids)
-        self._file.write(ids.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
-        self.count += ids.size
-
-    def commit(self) -> None:
-        self._file.close()
-        os.replace(self._tmp, self.path)
-
-    def __enter__(self) -> "TokenFileWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
 
 
 def open_tokens(path: Path, dtype: str, count: int, offset: int = 0) -> np.ndarray:

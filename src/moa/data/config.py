@@ -1,22 +1,26 @@
 """Data configuration: a frozen, validated dataclass and the parsers of its spec strings.
 
 A data source and a tokenizer are each named by one string so that a CLI override
-(``data.source=text:~/corpus``) sets them in one go (MOA.md §7):
+(``data.source=text:~/corpus``) sets them in one go:
 
 ========================  =============================================================
 ``source``                meaning
 ========================  =============================================================
 ``stdlib``                the running interpreter's standard-library ``.py`` files
 ``text:PATH``             a text file, a folder (recursive) or a glob of text files
-``jsonl:PATH``            a ``.jsonl`` file, a folder of them or a glob; one JSON object
-                          per line, the document in ``text_field``
-``tokens:GLOB[@DTYPE]``   pre-tokenized ``.bin`` shards read by ``np.memmap``; DTYPE is
+``jsonl:PATH``            ``.jsonl``/``.jsonl.gz``/``.jsonl.zst`` files (a file, a folder of
+                          them or a glob); one JSON object per line, the document in
+                          ``text_field``
+``parquet:PATH``          ``.parquet`` files (FineWeb/DCLM layout); the ``text_field`` column
+``prepared:DIR``          the output of ``moa prepare`` (shards + manifest), memory-mapped
+``tokens:GLOB[@DTYPE]``   pre-tokenized ``.bin`` shards read by ``np.memmap``: nanoGPT's raw
+                          uint16, llm.c/modded-nanogpt headers auto-detected; DTYPE is
                           ``uint16`` or ``uint32`` (see :mod:`moa.data.shards`)
 ``hf:NAME[:CONFIG]``      a Hugging Face dataset, streamed (needs ``datasets`` + network)
 ========================  =============================================================
 
 ``tokenizer`` is ``bytes`` (vocab 256), ``bpe:N`` (byte-level BPE with vocab N trained on
-the training split) or ``hf:PATH`` (a local Hugging Face tokenizer, never from the hub).
+a bounded sample of the training split, see :mod:`moa.data.pretokenize`) or ``hf:PATH`` (a local Hugging Face tokenizer, never from the hub).
 
 Validation here is syntactic only; whether paths exist is checked by
 :func:`moa.data.prepare_data`, so a config can be built on one machine and run on another.
@@ -30,7 +34,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
-SOURCE_SCHEMES = ("stdlib", "text", "jsonl", "tokens", "hf")
+SOURCE_SCHEMES = ("stdlib", "text", "jsonl", "parquet", "prepared", "tokens", "hf")
+# Sources whose tokens already exist: no tokenizer is trained and no characters are cut.
+TOKENIZED_SCHEMES = ("tokens", "prepared")
 TOKENIZER_SCHEMES = ("bytes", "bpe:N", "hf:PATH")
 TOKEN_DTYPES = ("uint16", "uint32")
 # 256 byte symbols + the end-of-text token are the smallest byte-level BPE vocabulary.
@@ -111,24 +117,26 @@ def parse_tokenizer(tokenizer: str) -> TokenizerSpec:
 
 
 def _schemes() -> str:
-    return "stdlib, text:PATH, jsonl:PATH, tokens:GLOB[@uint16|@uint32], hf:NAME[:CONFIG]"
+    return ("stdlib, text:PATH, jsonl:PATH, parquet:PATH, prepared:DIR, tokens:GLOB[@uint16|@uint32], "
+            "hf:NAME[:CONFIG]")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    """Where the tokens come from and how they are made (MOA.md §7).
+    """Where the tokens come from and how they are made.
 
     source: see the module docstring; default ``stdlib`` (offline, nothing downloaded).
     tokenizer: ``bytes`` | ``bpe:N`` | ``hf:PATH``.
-    text_field: key of the document in each JSON object (``jsonl:`` and ``hf:`` sources).
+    text_field: key of the document in each JSON object (``jsonl:``, ``hf:``) or the text
+        column (``parquet:``).
     val_fraction: share of files (of documents for one-file and ``hf:`` sources) held out
-        for validation, 0 < f < 1.
+        for validation, 0 < f < 1 (see :mod:`moa.data.sources`).
     cache_dir: where tokenized splits and trained tokenizers live; ``None`` means
         ``$MOA_CACHE_DIR`` or ``~/.cache/moa``.
     max_chars: keep only the first ``max_chars`` characters of the corpus (documents in
         sorted order, the last one cut), before splitting; ``None`` keeps everything.
         ``hf:`` sources stream until this many characters (default cap 50M for them);
-        not allowed with ``tokens:`` sources.
+        not allowed with ``tokens:``/``prepared:`` sources.
     """
 
     source: str = "stdlib"
@@ -146,7 +154,7 @@ class DataConfig:
                 f"tokenizer={self.tokenizer!r} trains on text, but source={self.source!r} is "
                 "already tokenized; use tokenizer=bytes or hf:PATH (the one that made the shards)"
             )
-        if source.scheme == "tokens" and self.max_chars is not None:
+        if source.scheme in TOKENIZED_SCHEMES and self.max_chars is not None:
             raise DataError(
                 f"max_chars={self.max_chars!r} cuts text, but source={self.source!r} is already "
                 "tokenized; leave max_chars=None (a token budget is the trainer's)"

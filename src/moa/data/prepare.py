@@ -1,39 +1,38 @@
-"""``prepare_data``: corpus → tokenizer → tokenized train/val splits, cached on disk.
+"""``prepare_data``: any source → memory-mapped train/val token sequences and their tokenizer.
 
-The first call reads and splits the corpus, loads (or trains, on the training split only)
-the tokenizer, encodes both splits in parallel batches and writes them to
-``<cache>/tokens/<corpus_fp>-<tokenizer_fp>/`` (layout in :mod:`moa.data.cache`). Later
-calls re-read the corpus only to fingerprint it, find the folder and memmap its files.
+* ``prepared:DIR``: the shards of a ``moa prepare`` run, opened where they lie.
+* ``stdlib``/``text:``/``jsonl:``/``parquet:``/``hf:``: pre-tokenized by the same streaming,
+  parallel, resumable pipeline as ``moa prepare`` (:mod:`moa.data.pretokenize`) into
+  ``<cache>/prepared/<key>/`` once; later calls only list and fingerprint the source and
+  open the shards.
+* ``tokens:GLOB``: existing shards opened in place (no copy); a first call checks every id
+  against the tokenizer and records the result in ``<cache>/tokens/<key>/meta.json``.
 
-Token stream: every document is followed by the tokenizer's ``separator_ids`` (the EOS:
-byte 0xFF for ``bytes``, ``<|endoftext|>`` for ``bpe:N``); ids are uint16 when the
-vocabulary fits 65536 ids, else uint32. ``tokens:`` shards are used in place when there is
-one (train and val are views of it) and concatenated into the cache when there are several.
+No path holds the corpus in memory: a split of one shard is an ``np.memmap``; a split of
+several is a :class:`~moa.data.shards.ShardedTokens` view over their memmaps.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Optional
 
 import numpy as np
 
-from moa.data.cache import TokenFileWriter, atomic_write_json, cache_root, open_tokens, read_json, token_dtype
+from moa.data.cache import atomic_write_json, cache_root, read_json, short_hash
 from moa.data.config import DataConfig, DataError
-from moa.data.shards import list_shards, shards_fingerprint, split_shards, tail_cut
-from moa.data.sources import Corpus, hf_fingerprint, load_corpus, load_hf_corpus
-from moa.data.tokenizer import Tokenizer, bpe_path, count_utf8_bytes, load_tokenizer
+from moa.data.pretokenize import (DEFAULT_SHARD_TOKENS, MANIFEST, PREPARED_FORMAT, PROGRESS, SPLITS,
+                                  TOKENIZER_FILE, pretokenize)
+from moa.data.shards import concat_tokens, list_shards, read_shard_info, shards_fingerprint, split_shards, tail_cut
+from moa.data.sources import plan_source
+from moa.data.tokenizer import (ByteTokenizer, HFTokenizer, Tokenizer, bpe_tokenizer, count_utf8_bytes,
+                                load_hf_tokenizer, load_tokenizer)
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "moa-tokens-v1"
-SPLITS = ("train", "val")
-# Characters handed to one encode_batch call: enough pieces to keep every core busy,
-# few enough that the ids of one batch stay small in memory.
-ENCODE_BATCH_CHARS = 1 << 22
+TOKENS_CACHE_FORMAT = "moa-tokens-v2"
 # Tokens scanned at a time when checking or counting large shards.
 SCAN_CHUNK = 1 << 24
 
@@ -42,7 +41,8 @@ SCAN_CHUNK = 1 << 24
 class PreparedData:
     """Tokenized splits and everything needed to interpret them.
 
-    train_tokens, val_tokens: 1-D uint16/uint32 arrays (read-only memmaps when cached).
+    train_tokens, val_tokens: 1-D uint16/uint32 token sequences, read-only memmaps (or a
+        ``ShardedTokens`` view over several): ``len``, slices, ``dtype``.
     tokenizer: ``spec``, ``vocab_size``, ``eos_id``, ``encode``, ``decode``, ...
     fingerprint: the corpus fingerprint (16 hex digits).
     meta: JSON-serialisable record: source, tokenizer, counts per split (files,
@@ -56,182 +56,122 @@ class PreparedData:
     meta: dict
 
 
-def prepare_data(config: DataConfig) -> PreparedData:
-    """Tokenized train/val splits of ``config.source``, built once and then memmapped.
+def prepare_data(config: DataConfig, *, workers: Optional[int] = None, progress: Optional[bool] = None) -> PreparedData:
+    """Tokenized train/val splits of ``config.source``, built once and then memory-mapped.
 
-    Under torchrun, call it on rank 0 first and barrier before the other ranks call it:
-    concurrent calls are safe (atomic writes) but would each do the work.
+    workers/progress: passed to :func:`moa.data.pretokenize.pretokenize` for text sources
+    (the result does not depend on them). Under torchrun, call it on rank 0 first and
+    barrier before the other ranks call it: concurrent calls are safe (atomic writes) but
+    would each do the work.
     """
-    scheme = config.source_spec.scheme
-    if scheme == "tokens":
-        return _prepare_shards(config)
-    corpus_fn = (lambda: load_hf_corpus(config)) if scheme == "hf" else (lambda: load_corpus(config))
-    corpus = _Memo(corpus_fn)
-    fingerprint = hf_fingerprint(config) if scheme == "hf" else corpus().fingerprint
-
-    if config.tokenizer_spec.scheme == "bpe" and not bpe_path(config, fingerprint).exists():
-        log.info("training %s on %d training documents", config.tokenizer, len(corpus().train.documents))
-        tokenizer = load_tokenizer(config, fingerprint, corpus().train.documents)
-    else:
-        tokenizer = load_tokenizer(config, fingerprint)
-
-    folder = cache_root(config.cache_dir) / "tokens" / f"{fingerprint}-{tokenizer.fingerprint}"
-    cached = _load_cached(folder, config, tokenizer)
-    if cached is not None:
-        return cached
-    _build_text(folder, config, corpus(), tokenizer, fingerprint)
-    return _load_cached(folder, config, tokenizer)
+    spec = config.source_spec
+    if spec.scheme == "tokens":
+        return _open_token_shards(config)
+    if spec.scheme == "prepared":
+        return open_prepared(Path(spec.arg).expanduser(), config)
+    plan = plan_source(config)
+    folder = prepared_cache_folder(config, plan.fingerprint)
+    pretokenize(config, folder, workers=workers, progress=progress, plan=plan)
+    return open_prepared(folder, config)
 
 
-class _Memo:
-    """Calls ``fn`` once, on first use: the corpus is read only when it is needed."""
-
-    def __init__(self, fn: Callable[[], Corpus]) -> None:
-        self._fn, self._value = fn, None
-
-    def __call__(self) -> Corpus:
-        if self._value is None:
-            self._value = self._fn()
-        return self._value
+def prepared_cache_folder(config: DataConfig, source_fingerprint: str) -> Path:
+    """``<cache>/prepared/<key>``: one folder per (corpus, tokenizer) pair."""
+    spec = config.tokenizer_spec
+    tokenizer_key = load_hf_tokenizer(spec.path, config.tokenizer).fingerprint if spec.scheme == "hf" else config.tokenizer
+    key = short_hash(PREPARED_FORMAT, source_fingerprint, tokenizer_key, str(DEFAULT_SHARD_TOKENS))
+    return cache_root(config.cache_dir) / "prepared" / key
 
 
-def _load_cached(folder: Path, config: DataConfig, tokenizer: Tokenizer):
-    meta = read_json(folder / "meta.json")
-    if meta is None or meta.get("format") != CACHE_FORMAT:
-        return None
-    if meta.get("in_place"):
-        shard = meta["in_place"]
-        if not Path(shard["path"]).is_file():
-            return None  # the shard moved: rebuild from where it is now
-        whole = open_tokens(Path(shard["path"]), meta["dtype"], shard["count"], shard["offset"])
-        arrays = [whole[: shard["cut"]], whole[shard["cut"]:]]
-    else:
-        arrays = []
-        for name in SPLITS:
-            count = meta["splits"][name]["tokens"]
-            path = folder / f"{name}.bin"
-            if count and (not path.is_file() or path.stat().st_size != count * np.dtype(meta["dtype"]).itemsize):
-                return None  # a file went missing or was cut short: rebuild
-            arrays.append(open_tokens(path, meta["dtype"], count))
-    # A cache hit may come from a copy of the same corpus elsewhere: describe this call.
-    meta.update(source=config.source, tokenizer=config.tokenizer, tokenizer_path=tokenizer.path,
-                cache_path=str(folder))
-    return PreparedData(arrays[0], arrays[1], tokenizer, meta["fingerprint"], meta)
-
-
-def _base_meta(config: DataConfig, tokenizer: Tokenizer, fingerprint: str, dtype: str) -> dict:
-    return {
-        "format": CACHE_FORMAT,
-        "source": config.source,
-        "tokenizer": config.tokenizer,
-        "tokenizer_path": tokenizer.path,
-        "tokenizer_fingerprint": tokenizer.fingerprint,
-        "fingerprint": fingerprint,
-        "vocab_size": tokenizer.vocab_size,
-        "eos_id": tokenizer.eos_id,
-        "separator_ids": [int(i) for i in tokenizer.separator_ids],
-        "dtype": dtype,
-        "text_field": config.text_field,
-        "val_fraction": config.val_fraction,
-        "max_chars": config.max_chars,
-    }
-
-
-def _build_text(folder: Path, config: DataConfig, corpus: Corpus, tokenizer: Tokenizer, fingerprint: str) -> None:
-    started = time.perf_counter()
-    dtype = token_dtype(tokenizer.vocab_size)
-    splits = {}
+def open_prepared(folder: Path, config: DataConfig) -> PreparedData:
+    """The splits of a ``moa prepare`` output folder; DataError if it is unfinished or foreign."""
+    manifest = read_json(folder / MANIFEST)
+    where = f"prepared:{folder}"
+    if manifest is None:
+        if (folder / PROGRESS).is_file():
+            raise DataError(f"{where} is an unfinished moa prepare; run the same moa prepare command again to finish it")
+        if not folder.is_dir():
+            raise DataError(f"{where}: folder {str(folder)!r} does not exist")
+        raise DataError(f"{where} has no {MANIFEST}; it is not the output of moa prepare")
+    if manifest.get("format") != PREPARED_FORMAT:
+        raise DataError(f"{where} has format {manifest.get('format')!r}; this moa reads {PREPARED_FORMAT!r}")
+    tokenizer = _prepared_tokenizer(folder, manifest, config)
+    arrays = []
     for name in SPLITS:
-        split = getattr(corpus, name)
-        with TokenFileWriter(folder / f"{name}.bin", dtype) as writer:
-            n_bytes = _encode_documents(tokenizer, split.documents, writer)
-            writer.commit()
-        splits[name] = {"files": len(split.files), "documents": len(split.documents),
-                        "chars": split.chars, "bytes": n_bytes, "tokens": writer.count}
-    atomic_write_json(folder / "manifest.json", {"files": corpus.manifest, "skipped": corpus.skipped})
-    meta = _base_meta(config, tokenizer, fingerprint, dtype)
-    meta.update(splits=splits, skipped_files=len(corpus.skipped),
-                build_seconds=round(time.perf_counter() - started, 3))
-    atomic_write_json(folder / "meta.json", meta)
-    log.info("tokenized %s with %s into %s", config.source, config.tokenizer, folder)
-
-
-def _encode_documents(tokenizer: Tokenizer, documents: Iterable[str], writer: TokenFileWriter) -> int:
-    """Encode ``documents`` (each followed by the separator) into ``writer``; return their UTF-8 bytes."""
-    separator = np.asarray(tokenizer.separator_ids, dtype=np.int64)
-    pieces: list[str] = []
-    ends: list[bool] = []  # whether the piece is the last of its document
-    size = 0
-    n_bytes = 0
-
-    def flush() -> None:
         parts = []
-        for ids, end in zip(tokenizer.encode_batch(pieces), ends):
-            parts.append(ids)
-            if end:
-                parts.append(separator)
-        writer.write(np.concatenate(parts))
-        pieces.clear()
-        ends.clear()
+        for entry in manifest["splits"][name]["shards"]:
+            shard = read_shard_info(folder / entry["path"]) if (folder / entry["path"]).is_file() else None
+            if shard is None or shard.count != entry["tokens"] or shard.dtype != manifest["dtype"]:
+                raise DataError(f"{where}: shard {entry['path']!r} is missing or does not match the manifest "
+                                f"({entry['tokens']} {manifest['dtype']} tokens); rerun moa prepare into a new folder")
+            parts.append(shard.tokens())
+        arrays.append(concat_tokens(parts))
+    meta = {k: v for k, v in manifest.items() if k not in ("files", "identity")}
+    meta.update(source=config.source, fingerprint=manifest["source_fingerprint"], tokenizer=config.tokenizer,
+                tokenizer_path=tokenizer.path, cache_path=str(folder), prepared_source=manifest["source"])
+    return PreparedData(arrays[0], arrays[1], tokenizer, manifest["source_fingerprint"], meta)
 
-    for doc in documents:
-        n_bytes += len(doc.encode("utf-8"))
-        cut = tokenizer.pieces(doc)
-        pieces.extend(cut)
-        ends.extend(i == len(cut) - 1 for i in range(len(cut)))
-        size += len(doc)
-        if size >= ENCODE_BATCH_CHARS:
-            flush()
-            size = 0
-    if pieces:
-        flush()
-    return n_bytes
+
+def _prepared_tokenizer(folder: Path, manifest: dict, config: DataConfig) -> Tokenizer:
+    made_with = manifest["tokenizer"]
+    if manifest["tokenizer_file"] is None:
+        tokenizer = ByteTokenizer()
+    else:
+        from tokenizers import Tokenizer as _Tok
+
+        path = folder / TOKENIZER_FILE
+        if not path.is_file():
+            raise DataError(f"prepared:{folder} has no {TOKENIZER_FILE}; rerun moa prepare into a new folder")
+        tok = _Tok.from_file(str(path))
+        tokenizer = (bpe_tokenizer(tok, made_with, path=str(path)) if made_with.startswith("bpe:")
+                     else HFTokenizer(tok, config.tokenizer, path=str(path)))
+    if tokenizer.fingerprint != manifest["tokenizer_fingerprint"]:
+        raise DataError(f"prepared:{folder}: {TOKENIZER_FILE} is not the tokenizer the shards were made with")
+    same = config.tokenizer == made_with
+    if not same and config.tokenizer_spec.scheme == "hf" and made_with.startswith("hf:"):
+        same = load_hf_tokenizer(config.tokenizer_spec.path, config.tokenizer).fingerprint == tokenizer.fingerprint
+    if not same:
+        raise DataError(f"prepared:{folder} was made with tokenizer={made_with!r}, not data.tokenizer="
+                        f"{config.tokenizer!r}; set data.tokenizer={made_with}")
+    return tokenizer
 
 
 # Pre-tokenized shards ---------------------------------------------------------------
 
-def _prepare_shards(config: DataConfig) -> PreparedData:
+def _open_token_shards(config: DataConfig) -> PreparedData:
     shards = list_shards(config)
     is_val = split_shards(config, shards)
     fingerprint = shards_fingerprint(config, shards, is_val)
     tokenizer = load_tokenizer(config)
     folder = cache_root(config.cache_dir) / "tokens" / f"{fingerprint}-{tokenizer.fingerprint}"
-    cached = _load_cached(folder, config, tokenizer)
-    if cached is not None:
-        return cached
-
-    for shard in shards:
-        _check_ids(shard.tokens(), tokenizer, shard.rel)
     if len(shards) == 1:
-        # One shard is used where it lies; the cache holds only its meta.json.
-        shard = shards[0]
-        cut = tail_cut(shard.count, config.val_fraction)
-        dtype = shard.dtype
-        in_place = {"path": str(shard.path.resolve()), "offset": shard.offset, "count": shard.count, "cut": cut}
-        parts = {"train": [shard.tokens()[:cut]], "val": [shard.tokens()[cut:]]}
-        files = {"train": 1, "val": 1}
+        whole = shards[0].tokens()
+        cut = tail_cut(len(whole), config.val_fraction)
+        split_parts = {"train": [whole[:cut]], "val": [whole[cut:]]}
     else:
-        dtype = token_dtype(tokenizer.vocab_size)
-        in_place = None
-        parts = {name: [s.tokens() for s, v in zip(shards, is_val) if v == (name == "val")] for name in SPLITS}
-        files = {name: len(parts[name]) for name in SPLITS}
-        for name in SPLITS:
-            with TokenFileWriter(folder / f"{name}.bin", dtype) as writer:
-                for tokens in parts[name]:
-                    for start in range(0, len(tokens), SCAN_CHUNK):
-                        writer.write(tokens[start:start + SCAN_CHUNK])
-                writer.commit()
-    splits = {
-        name: {"files": files[name], "tokens": sum(len(t) for t in parts[name]),
-               "bytes": sum(_count_bytes(tokenizer, t) for t in parts[name])}
-        for name in SPLITS
-    }
-    meta = _base_meta(config, tokenizer, fingerprint, dtype)
-    meta.update(splits=splits, in_place=in_place,
-                shards=[{"path": s.rel, "split": "val" if v else "train", "dtype": s.dtype, "tokens": s.count}
-                        for s, v in zip(shards, is_val)])
-    atomic_write_json(folder / "meta.json", meta)
-    return _load_cached(folder, config, tokenizer)
+        split_parts = {name: [s.tokens() for s, v in zip(shards, is_val) if v == (name == "val")] for name in SPLITS}
+    meta = read_json(folder / "meta.json")
+    if meta is None or meta.get("format") != TOKENS_CACHE_FORMAT:
+        for shard in shards:
+            _check_ids(shard.tokens(), tokenizer, shard.rel)
+        dtypes = {s.dtype for s in shards}
+        if len(dtypes) > 1:
+            raise DataError(f"source={config.source!r} mixes shard dtypes {sorted(dtypes)}; use one dtype")
+        meta = {
+            "format": TOKENS_CACHE_FORMAT, "fingerprint": fingerprint, "tokenizer_fingerprint": tokenizer.fingerprint,
+            "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id, "dtype": shards[0].dtype,
+            "val_fraction": config.val_fraction,
+            "splits": {name: {"files": len(parts) if len(shards) > 1 else 1, "tokens": sum(len(t) for t in parts),
+                              "bytes": sum(_count_bytes(tokenizer, t) for t in parts)}
+                       for name, parts in split_parts.items()},
+            "shards": [{"path": s.rel, "split": "val" if v else "train", "dtype": s.dtype, "header": s.offset > 0,
+                        "tokens": s.count} for s, v in zip(shards, is_val)],
+        }
+        atomic_write_json(folder / "meta.json", meta)
+    meta = dict(meta, source=config.source, tokenizer=config.tokenizer, tokenizer_path=tokenizer.path,
+                cache_path=str(folder))
+    return PreparedData(concat_tokens(split_parts["train"]), concat_tokens(split_parts["val"]), tokenizer,
+                        fingerprint, meta)
 
 
 def _check_ids(tokens: np.ndarray, tokenizer: Tokenizer, where: str) -> None:

@@ -38,8 +38,8 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from moa.data.cache import atomic_write_bytes, cache_root, short_hash
-from moa.data.config import DataConfig, DataError, first_line
+from moa.data.cache import short_hash
+from moa.data.config import DataConfig, DataError, first_line, parse_tokenizer
 
 EOS_TEXT = "<|endoftext|>"
 HF_EOS_CANDIDATES = (EOS_TEXT, "<|end_of_text|>", "</s>", "<eos>", "<|eos|>")
@@ -206,33 +206,41 @@ def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
         yield batch
 
 
-def bpe_path(config: DataConfig, corpus_fingerprint: str) -> Path:
-    return cache_root(config.cache_dir) / "tokenizers" / f"bpe-{config.tokenizer_spec.vocab}-{corpus_fingerprint}.json"
+def tokenizer_payload(tokenizer: Tokenizer) -> tuple:
+    """A picklable description from which :func:`tokenizer_from_payload` rebuilds ``tokenizer``."""
+    if isinstance(tokenizer, ByteTokenizer):
+        return ("bytes",)
+    return ("hf", tokenizer.backend.to_str(), tokenizer.spec, tokenizer.vocab_size, tokenizer.path,
+            tokenizer._cut_long_documents)
 
 
-def load_tokenizer(config: DataConfig, corpus_fingerprint: str = "",
-                   train_documents: Optional[Iterable[str]] = None) -> Tokenizer:
-    """The tokenizer of ``config``; ``bpe:N`` is loaded from the cache or trained and cached.
+def tokenizer_from_payload(payload: tuple) -> Tokenizer:
+    if payload[0] == "bytes":
+        return ByteTokenizer()
+    from tokenizers import Tokenizer as _Tok
 
-    ``train_documents`` (the training split only, so validation never leaks into the
-    vocabulary) is consumed only when no cached BPE for ``corpus_fingerprint`` exists.
+    _, text, spec, vocab_size, path, cut = payload
+    return HFTokenizer(_Tok.from_str(text), spec, vocab_size=vocab_size, path=path, cut_long_documents=cut)
+
+
+def bpe_tokenizer(tok, spec: str, path: Optional[str] = None) -> HFTokenizer:
+    """A trained byte-level BPE ``tokenizers.Tokenizer`` behind the common interface."""
+    return HFTokenizer(tok, spec, vocab_size=parse_tokenizer(spec).vocab, path=path, cut_long_documents=True)
+
+
+def load_tokenizer(config: DataConfig) -> Tokenizer:
+    """The tokenizer of ``config`` when it needs no training: ``bytes`` or a local ``hf:PATH``.
+
+    ``bpe:N`` is trained on the corpus by :mod:`moa.data.pretokenize` and lives next to the
+    shards it made.
     """
     spec = config.tokenizer_spec
     if spec.scheme == "bytes":
         return ByteTokenizer()
     if spec.scheme == "hf":
         return load_hf_tokenizer(spec.path, config.tokenizer)
-    from tokenizers import Tokenizer as _Tok
-
-    path = bpe_path(config, corpus_fingerprint)
-    if path.exists():
-        tok = _Tok.from_file(str(path))
-    else:
-        if train_documents is None:
-            raise DataError(f"tokenizer={config.tokenizer!r} is not cached at {str(path)!r} and no text was given to train it")
-        tok = train_bpe(train_documents, spec.vocab)
-        atomic_write_bytes(path, tok.to_str().encode("utf-8"))
-    return HFTokenizer(tok, config.tokenizer, vocab_size=spec.vocab, path=str(path), cut_long_documents=True)
+    raise DataError(f"tokenizer={config.tokenizer!r} is trained by moa prepare on a text source; "
+                    "it cannot be loaded on its own")
 
 
 def load_hf_tokenizer(raw_path: str, spec: str) -> HFTokenizer:

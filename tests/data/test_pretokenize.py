@@ -1,0 +1,197 @@
+"""moa prepare's engine: shards equal the in-memory reference for any worker count, resume
+is byte-identical, every format gives the same shards, bad input is a one-line error."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import moa.data.pretokenize as pretokenize_module
+from moa.data import DataConfig, DataError, prepare_data
+from moa.data.pretokenize import pretokenize
+from moa.data.shards import read_shard_info
+from moa.data.sources import load_corpus, stdlib_root
+
+SHARD = 4000  # tokens per shard: many shards, documents straddling their edges
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _split_ids(folder: Path, manifest: dict, split: str) -> np.ndarray:
+    return np.concatenate([read_shard_info(folder / s["path"]).tokens() for s in manifest["splits"][split]["shards"]])
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of a few documents, so that two workers really share the work."""
+    monkeypatch.setattr(pretokenize_module, "CHUNK_CHARS", 6000)
+
+
+def test_shards_equal_the_reference_for_any_worker_count(text_corpus, tmp_path, small_chunks):
+    config = DataConfig(source=f"text:{text_corpus}", tokenizer="bpe:300", val_fraction=0.2)
+    outs = {w: tmp_path / f"w{w}" for w in (0, 1, 2)}
+    manifests = {w: pretokenize(config, out, workers=w, shard_tokens=SHARD) for w, out in outs.items()}
+    assert _files(outs[0]) == _files(outs[1]) == _files(outs[2])  # byte-identical, manifest included
+    manifest, folder = manifests[2], outs[2]
+    assert sorted(p.name for p in folder.iterdir())[:2] == ["manifest.json", "tokenizer.json"]
+
+    # The slow reference: the corpus in memory, each document encoded whole, EOS after each.
+    data = prepare_data(DataConfig(source=f"prepared:{folder}", tokenizer="bpe:300"))
+    tok = data.tokenizer
+    corpus = load_corpus(config)
+    for split in ("train", "val"):
+        docs = getattr(corpus, split).documents
+        expected = [i for doc in docs for i in tok.encode(doc) + [tok.eos_id]]
+        ids = _split_ids(folder, manifest, split)
+        assert ids.dtype == np.uint16 and ids.tolist() == expected
+        assert np.array_equal(np.asarray(getattr(data, f"{split}_tokens")), ids)
+        counts = manifest["splits"][split]
+        sizes = [s["tokens"] for s in counts["shards"]]
+        assert all(n == SHARD for n in sizes[:-1]) and 0 < sizes[-1] <= SHARD
+        assert counts["tokens"] == len(expected) and counts["documents"] == len(docs)
+        assert counts["bytes"] == sum(len(d.encode()) for d in docs) and counts["chars"] == sum(map(len, docs))
+    assert len(manifest["splits"]["train"]["shards"]) >= 5
+    assert manifest["bpe_sample_chars"] == 50_000_000 and manifest["vocab_size"] == 300
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["shard", "progress"])
+def test_interrupted_prepare_resumes_to_identical_output(tmp_path, monkeypatch, small_chunks, where):
+    """Killed while writing the 4th shard, or after writing it but before recording it."""
+    path = tmp_path / "paragraphs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in _paragraphs()))
+    config = DataConfig(source=f"jsonl:{path}", tokenizer="bpe:300", val_fraction=0.2)
+    pretokenize(config, tmp_path / "full", workers=1, shard_tokens=SHARD)
+
+    calls = {"n": 0}
+    target = "write_shard" if where == "shard" else "atomic_write_json"
+    real = getattr(pretokenize_module, target)
+
+    def crash_on_fourth(path, *args):
+        # the first atomic_write_json is the initial progress file; shards come after it
+        if target == "write_shard" or path.name == "progress.json":
+            calls["n"] += 1
+            if calls["n"] == 4 + (target == "atomic_write_json"):
+                raise _Interrupt
+        return real(path, *args)
+
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        patch.setattr(pretokenize_module, target, crash_on_fourth)
+        with pytest.raises(_Interrupt):
+            pretokenize(config, cut, workers=1, shard_tokens=SHARD)
+    assert (cut / "progress.json").exists() and not (cut / "manifest.json").exists()
+    with pytest.raises(DataError, match="unfinished moa prepare"):
+        prepare_data(DataConfig(source=f"prepared:{cut}", tokenizer="bpe:300"))
+
+    encoded = []
+    real_encode = pretokenize_module.encode_documents
+
+    def counting(tokenizer, docs, dtype):
+        encoded.extend(docs)
+        return real_encode(tokenizer, docs, dtype)
+
+    monkeypatch.setattr(pretokenize_module, "encode_documents", counting)
+    monkeypatch.setattr(pretokenize_module, "train_bpe", lambda *a: pytest.fail("the tokenizer was retrained"))
+    pretokenize(config, cut, workers=0, shard_tokens=SHARD)
+    assert _files(cut) == _files(tmp_path / "full")
+    total = sum(s["documents"] for s in json.loads((cut / "manifest.json").read_text())["splits"].values())
+    assert 0 < len(encoded) < total  # the documents before the resume point were not encoded again
+
+
+def test_a_lost_shard_is_rebuilt_and_other_settings_are_refused(text_corpus, tmp_path):
+    config = DataConfig(source=f"text:{text_corpus}", val_fraction=0.2)
+    out = tmp_path / "out"
+    pretokenize(config, out, workers=0, shard_tokens=SHARD)
+    before = _files(out)
+    (out / "train_000003.bin").unlink()
+    pretokenize(config, out, workers=0, shard_tokens=SHARD)
+    assert _files(out) == before
+    with pytest.raises(DataError, match="was prepared with tokenizer='bytes', not 'bpe:300'") as info:
+        pretokenize(config.replace(tokenizer="bpe:300"), out, shard_tokens=SHARD)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="shard_tokens=4000, not 5000"):
+        pretokenize(config, out, shard_tokens=5000)
+    with pytest.raises(DataError, match=r"made with tokenizer='bytes', not data.tokenizer='bpe:300'"):
+        prepare_data(DataConfig(source=f"prepared:{out}", tokenizer="bpe:300"))
+
+
+def _paragraphs() -> list[str]:
+    text = "\n".join((stdlib_root() / name).read_text() for name in ("textwrap.py", "shlex.py"))
+    return [p for p in text.split("\n\n") if p.strip()]
+
+
+def test_every_format_gives_the_same_shards(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    docs = _paragraphs()
+    lines = "".join(json.dumps({"id": i, "content": d}) + "\n" for i, d in enumerate(docs))
+    (tmp_path / "a.jsonl").write_text(lines)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write(lines)
+    (tmp_path / "a.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines.encode()))
+    # Parquet as FineWeb ships it: several row groups, more columns, and a null text.
+    table = pa.table({"content": docs[:50] + [None] + docs[50:], "id": list(range(len(docs) + 1))})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=64)
+    outputs = []
+    for name in ("a.jsonl", "a.jsonl.gz", "a.jsonl.zst", "a.parquet"):
+        scheme = "parquet" if name.endswith("parquet") else "jsonl"
+        config = DataConfig(source=f"{scheme}:{tmp_path / name}", text_field="content", val_fraction=0.1)
+        manifest = pretokenize(config, tmp_path / f"out-{name}", workers=0, shard_tokens=SHARD)
+        outputs.append({p: b for p, b in _files(tmp_path / f"out-{name}").items() if p.endswith(".bin")})
+        assert sum(s["documents"] for s in manifest["splits"].values()) == len(docs)
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
+
+
+def test_folder_of_parquet_files_splits_by_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    docs = _paragraphs()
+    folder = tmp_path / "fineweb"
+    folder.mkdir()
+    for k in range(6):
+        pq.write_table(pa.table({"text": docs[k::6]}), folder / f"{k:03d}_00000.parquet")
+    manifest = pretokenize(DataConfig(source=f"parquet:{folder}", val_fraction=0.3), tmp_path / "out",
+                           workers=2, shard_tokens=SHARD)
+    splits = {f["path"]: f["split"] for f in manifest["files"]}
+    assert set(splits.values()) == {"train", "val"} and len(splits) == 6
+    assert manifest["splits"]["val"]["files"] == list(splits.values()).count("val")
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cases = []
+    with pytest.raises(DataError, match="does not exist") as info:
+        pretokenize(DataConfig(source=f"jsonl:{tmp_path}/missing.jsonl"), tmp_path / "o1")
+    cases.append(info)
+    (tmp_path / "empty.jsonl").write_text('{"text": ""}\n\n{"text": ""}\n')
+    with pytest.raises(DataError, match="has no non-empty text") as info:
+        pretokenize(DataConfig(source=f"jsonl:{tmp_path}/empty.jsonl"), tmp_path / "o2")
+    cases.append(info)
+    pq.write_table(pa.table({"body": ["some text"], "url": ["x"]}), tmp_path / "web.parquet")
+    with pytest.raises(DataError, match="web.parquet has no column text_field='text'; its columns: body, url") as info:
+        pretokenize(DataConfig(source=f"parquet:{tmp_path}/web.parquet"), tmp_path / "o3")
+    cases.append(info)
+    with pytest.raises(DataError, match="vocab 70000, too large for dtype=uint16") as info:
+        pretokenize(DataConfig(source="stdlib", tokenizer="bpe:70000"), tmp_path / "o4", dtype="uint16")
+    cases.append(info)
+    (tmp_path / "o5").mkdir()
+    with pytest.raises(DataError, match="has no manifest.json; it is not the output of moa prepare") as info:
+        prepare_data(DataConfig(source=f"prepared:{tmp_path}/o5"))
+    cases.append(info)
+    assert all("\n" not in str(c.value) for c in cases)
+    assert not (tmp_path / "o4").exists()  # refused before any work
