@@ -95,7 +95,7 @@ PRESETS.update({
     "cpu-m-moe": _moe(PRESETS["cpu-m"], 8, 2, 352),
     "gpu-125m-moe": _moe(PRESETS["gpu-125m"], 8, 2, 1024),
     "gpu-350m-moe": _moe(PRESETS["gpu-350m"], 8, 2, 1376),
-    "gpu-1.3b-moe": _moe(PRESETS["gpu-1.3b"], 16, 2, 1376, shared=1),
+    "gpu-1.3b-moe": _moe(PRESETS["gpu-1.3b"], 16, 2, 1824, shared=1),
 })
 
 
