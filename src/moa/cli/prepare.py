@@ -6,6 +6,7 @@ A thin wrapper over :func:`moa.data.pretokenize.pretokenize`; train on the resul
 
 from __future__ import annotations
 
+import argparse
 import time
 
 DEFAULT_SHARD_TOKENS_TEXT = "100M"
@@ -18,9 +19,9 @@ def _count(text: str) -> int:
     try:
         value = float(number) * scale
     except ValueError:
-        raise ValueError(f"{text!r} is not a count; use e.g. 65536, 100M or 2.5G") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 65536, 100M or 2.5G") from None
     if value != int(value) or value < 0:
-        raise ValueError(f"{text!r} is not a whole non-negative count")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole non-negative count")
     return int(value)
 
 
