@@ -27,6 +27,22 @@ def test_fit_recovers_known_power_law():
         fit_power_law([1e4, 1e5], [2.0, 1.9])
 
 
+def test_compute_multiplier_counts_each_variants_own_flops_and_tokens():
+    from moa.experiments.scaling_fit import compute_multiplier_flops, fit_compute
+
+    n = np.geomspace(1e4, 1e7, 5)
+    base = fit_power_law(n, 1.5 + 30 * n ** -0.3)
+    compute = fit_compute(n, 6 * n * 20 * n)  # 6 FLOPs per parameter and token, 20 tokens per parameter
+    assert compute.beta == pytest.approx(2.0) and compute(1e5) == pytest.approx(1.2e12)
+    # the same loss curve at 1.25× the FLOPs per token: the baseline needs only 1/1.25 of the variant's compute
+    assert compute_multiplier_flops(base, compute, float(base(1e5)), 1.25 * 6 * 1e5 * 20 * 1e5) == pytest.approx(0.8)
+    # the baseline's loss at 2N reached with the baseline's compute at N: 4× (C ∝ N²)
+    assert compute_multiplier_flops(base, compute, float(base(2e5)), 6 * 1e5 * 20 * 1e5) == pytest.approx(4.0)
+    # ... or with twice the tokens at N: 2×
+    assert compute_multiplier_flops(base, compute, float(base(2e5)), 6 * 1e5 * 40 * 1e5) == pytest.approx(2.0)
+    assert compute_multiplier_flops(base, compute, 1.4, 1.0) == math.inf  # below the baseline's floor
+
+
 def test_compute_multiplier():
     n = np.geomspace(1e4, 1e7, 5)
     base = fit_power_law(n, 1.5 + 30 * n ** -0.3)
@@ -127,8 +143,51 @@ def test_scale_writes_fit_plot_and_multipliers(tmp_path, capsys):
     # tiny runs give noisy points, so only the form is checked here; the maths is tested above
     for f in res["fits"].values():
         assert all(m > 0 for m in f["compute_multiplier_vs_baseline"].values())
+    check_scale_n_is_non_embedding(res, out)
     assert main(["scale", "--preset", "debug", "--out", str(tmp_path / "bad"), "--sizes", "2"]) == 2
     assert "sizes=2" in capsys.readouterr().err
+
+
+def check_scale_n_is_non_embedding(res: dict, out) -> None:
+    """The fit's N is each run's non-embedding parameter count (not total), from the runs' own records."""
+    from moa.config import config_from_dict
+    from moa.train.runs import describe
+
+    for variant, entries in res["runs"].items():
+        assert sorted(int(n) for n in res["fits"][variant]["points"]) == sorted(e["params_non_embedding"] for e in entries)
+        for e in entries:
+            for d in e["run_dirs"]:
+                summary = json.loads((out / d / "summary.json").read_text())
+                cfg = config_from_dict(json.loads((out / d / "config.json").read_text()))
+                assert summary["params_non_embedding"] == e["params_non_embedding"] == describe(cfg)["non_embedding"]
+                assert summary["params_total"] - summary["params_non_embedding"] == cfg.model.d_model * 256  # embedding
+                assert e["flops_per_token"] == describe(cfg)["flops_per_token"]
+                assert e["train_flops"] == 3 * e["flops_per_token"] * summary["tokens"]
+
+
+def test_scale_tune_lr_searches_each_size_and_fits_on_the_best(tmp_path, capsys):
+    out = tmp_path / "scale"
+    argv = ["scale", "--preset", "debug", "--out", str(out), "--ladder", "tiny", "--sizes", "3", "--seeds", "1",
+            "--tokens-per-param", "0.05", "--variants", "swiglu,moa-glu", "--tune-lr", "--lr-factors", "0.5,1",
+            "--extend-edges", "0", *TINY[:2], "train.eval_tokens=512", "train.log_every=4"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "LR tuned per size and variant" in printed and "FLOPs/token" in printed
+    res = json.loads((out / "scaling.json").read_text())
+    assert res["search_seeds"] == [1000] and res["report_seeds"] == [0]
+    for variant, entries in res["runs"].items():
+        assert len(entries) == 3
+        for e in entries:
+            scores = {float(k): v for k, v in e["lr_search"].items()}
+            assert set(scores) == {5e-3, 1e-2} and e["lr"] == min(scores, key=scores.get) == e["best_lr"]
+            # the fitted point is the report seed's run at that best LR
+            summary = json.loads((out / e["run_dirs"][0] / "summary.json").read_text())
+            run_cfg = json.loads((out / e["run_dirs"][0] / "config.json").read_text())
+            assert run_cfg["optim"]["lr"] == e["lr"] and run_cfg["seed"] == 0
+            assert res["fits"][variant]["points"][str(e["params_non_embedding"])][0] == summary["final_val_loss"]
+        searched = {json.loads(p.read_text())["seed"] for p in (out / "runs" / variant).glob("*/search/*/config.json")}
+        assert searched == {1000}
+    check_scale_n_is_non_embedding(res, out)
 
 
 def test_run_killed_before_its_first_checkpoint_is_restarted(tmp_path):

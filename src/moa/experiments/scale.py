@@ -1,15 +1,23 @@
-"""``scale``: FFN variants across model sizes at a fixed tokens-per-parameter ratio (MOA.md §8).
+"""``scale``: FFN variants across model sizes at a fixed tokens-per-parameter ratio (docs/DESIGN.md).
 
-Every size trains each variant with the same data, seeds and LR (the preset's: a per-size
-LR search is out of budget on a CPU; say so when you quote results), for
+Every size trains each variant with the same data and report seeds (0 … S−1) for
 ``tokens_per_param × non-embedding parameters of the first variant`` tokens, so all
-variants at one size see the same tokens. Per variant we fit ``L(N) = E + A·N^(−α)``
-(N = non-embedding parameters) with a bootstrap over seeds, and report the compute
-multiplier: how much more compute the first variant (the baseline) needs to reach each
-variant's loss (see :mod:`moa.experiments.scaling_fit`).
+variants at one size see the same tokens. The LR is either the preset's for every size
+and variant (the default), or, with ``tune_lr``, searched per size and variant by the rule
+of :mod:`moa.experiments.lr_search` (the same for all: grid ``lr_factors`` × the preset
+LR, mean over ``search_seeds`` search seeds 1000+, at ``search_fraction`` of that size's
+budget, edges extended) and the report seeds then train at each size's best LR.
+
+Per variant we fit ``L(N) = E + A·N^(−α)`` with N = **non-embedding** parameters (the
+embedding is a lookup, not compute; Kaplan et al., arXiv 2001.08361) and a bootstrap over
+seeds, and report the compute multiplier: how much more training compute the first
+variant (the baseline) needs to reach each variant's loss, with each run's own tokens and
+FLOPs per token (:func:`moa.train.runs.flops_per_token`; see
+:mod:`moa.experiments.scaling_fit`).
 
 Writes ``OUT/scaling.json``, ``OUT/scaling.md``, ``OUT/scaling.png`` and one run
-directory per (variant, size, seed) under ``OUT/runs``; reruns reuse finished runs.
+directory per (variant, size, seed) under ``OUT/runs`` (tuned: per LR, with the search
+runs under ``…/search/``); reruns reuse finished runs.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import numpy as np
 
 from moa.config import RunConfig, dumps
 from moa.experiments.compare import CompareConfig
-from moa.experiments.scaling_fit import bootstrap_fits, compute_multiplier, fit_power_law
+from moa.experiments.lr_search import report_seeds, search_lr, search_seeds
+from moa.experiments.scaling_fit import (
+    bootstrap_fits, compute_multiplier_flops, fit_compute, fit_power_law,
+)
 from moa.experiments.sweep import mean_std, run_or_reuse
 
 #: (d_model, n_layers, n_heads) ladders; `scale` takes the first `sizes` entries.
@@ -31,6 +42,8 @@ LADDERS = {
     "tiny": ((16, 1, 1), (24, 2, 2), (32, 2, 2), (48, 2, 2)),
     "cpu": ((32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4)),
 }
+#: a training step costs about 3 forward passes (forward + backward for inputs and weights)
+TRAIN_FLOPS_PER_FORWARD = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,21 +54,31 @@ class ScaleConfig:
     tokens_per_param: float = 20.0
     seeds: int = 2
     bootstrap: int = 200
+    tune_lr: bool = False
+    lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
+    search_seeds: int = 1
+    search_fraction: float = 0.5
+    extend_edges: int = 2
 
     def __post_init__(self) -> None:
-        CompareConfig(variants=self.variants)  # same variant checks
+        CompareConfig(variants=self.variants, lr_factors=self.lr_factors, seeds=self.seeds,
+                      search_seeds=self.search_seeds, search_fraction=self.search_fraction,
+                      extend_edges=self.extend_edges)  # the same checks
         if self.ladder not in LADDERS:
             raise ValueError(f"ladder {self.ladder!r} is unknown; valid: {', '.join(LADDERS)}")
         if not 3 <= self.sizes <= len(LADDERS[self.ladder]):
             raise ValueError(f"sizes={self.sizes} must be between 3 and {len(LADDERS[self.ladder])} for ladder {self.ladder}")
         if not self.tokens_per_param > 0:
             raise ValueError(f"tokens per parameter {self.tokens_per_param!r} must be > 0")
-        if not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds={self.seeds!r} must be a positive integer")
 
 
 def _sized(base: RunConfig, d: int, layers: int, heads: int) -> RunConfig:
     return base.replace(model=base.model.replace(d_model=d, n_layers=layers, n_heads=heads))
+
+
+def _with(cfg: RunConfig, variant: str, lr: float, seed: int, tokens: int) -> RunConfig:
+    return cfg.replace(model=cfg.model.replace(ffn=variant), seed=seed,
+                       optim=dataclasses.replace(cfg.optim, lr=lr), train=dataclasses.replace(cfg.train, tokens=tokens))
 
 
 def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False, log=print) -> dict:
@@ -64,21 +87,47 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     points: dict[str, dict[int, list[float]]] = {v: {} for v in sc.variants}
+    runs: dict[str, list[dict]] = {v: [] for v in sc.variants}
     sizes = []
     for d, layers, heads in LADDERS[sc.ladder][: sc.sizes]:
         sized = _sized(base, d, layers, heads)
         ref_params = describe(sized.replace(model=sized.model.replace(ffn=sc.variants[0])))["non_embedding"]
         per_step = sized.train.tokens_per_step
         tokens = max(per_step, int(sc.tokens_per_param * ref_params) // per_step * per_step)
-        sizes.append({"d_model": d, "n_layers": layers, "n_heads": heads, "tokens": tokens})
+        search_tokens = max(per_step, int(tokens * sc.search_fraction) // per_step * per_step)
+        sizes.append({"d_model": d, "n_layers": layers, "n_heads": heads, "tokens": tokens,
+                      **({"search_tokens": search_tokens} if sc.tune_lr else {})})
         for variant in sc.variants:
-            for seed in range(sc.seeds):
-                cfg = sized.replace(model=sized.model.replace(ffn=variant), seed=seed,
-                                    train=dataclasses.replace(sized.train, tokens=tokens))
-                r = run_or_reuse(f"{variant} d={d} L={layers} seed={seed}", cfg,
-                                 out / "runs" / variant / f"d{d}-L{layers}-s{seed}", progress, log)
+            where = out / "runs" / variant
+            entry: dict = {"d_model": d, "n_layers": layers, "tokens": tokens}
+            lr = base.optim.lr
+            if sc.tune_lr:
+                def final_loss(lr_: float, seed: int) -> float:
+                    r = run_or_reuse(f"{variant} d={d} L={layers} lr={lr_:.3g} seed={seed}",
+                                     _with(sized, variant, lr_, seed, search_tokens),
+                                     where / f"d{d}-L{layers}" / "search" / f"lr{lr_:.3g}-s{seed}-t{search_tokens}",
+                                     progress, log, allow_divergence=True)
+                    return r.summary["final_val_loss"]
+
+                search = search_lr([base.optim.lr * f for f in sc.lr_factors], final_loss,
+                                   search_seeds(sc.search_seeds), sc.extend_edges, log, label=f"{variant} d={d}: ")
+                lr = search.best
+                entry.update(search.to_json())
+                log(f"{variant} d={d}: best LR {lr:.3g}")
+            losses, dirs = [], []
+            for seed in report_seeds(sc.seeds):
+                name = f"d{d}-L{layers}-lr{lr:.3g}-s{seed}" if sc.tune_lr else f"d{d}-L{layers}-s{seed}"
+                cfg = _with(sized, variant, lr, seed, tokens)
+                r = run_or_reuse(f"{variant} d={d} L={layers} lr={lr:.3g} seed={seed}", cfg, where / name, progress, log)
+                losses.append(r.summary["final_val_loss"])
+                dirs.append(str(r.run_dir.relative_to(out)))
                 n = r.summary["params_non_embedding"]
-                points[variant].setdefault(n, []).append(r.summary["final_val_loss"])
+            flops = describe(cfg)["flops_per_token"]
+            entry.update({"lr": lr, "params_non_embedding": n, "params_total": r.summary["params_total"],
+                          "flops_per_token": flops, "train_flops": TRAIN_FLOPS_PER_FORWARD * flops * tokens,
+                          "val_loss_per_seed": losses, "run_dirs": dirs})
+            runs[variant].append(entry)
+            points[variant][n] = losses
     fits = {}
     for variant, pts in points.items():
         ns = sorted(pts)
@@ -89,12 +138,21 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
         fits[variant] = {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rmse": fit.rmse, "ci95": ci,
                          "points": {str(n): mean_std(v) for n, v in sorted(pts.items())}}
     base_name = sc.variants[0]
-    base_fit = fit_power_law(sorted(points[base_name]), [float(np.mean(points[base_name][n])) for n in sorted(points[base_name])])
-    for variant, pts in points.items():
-        mult = {str(n): compute_multiplier(base_fit, float(np.mean(v)), n) for n, v in sorted(pts.items())}
-        fits[variant]["compute_multiplier_vs_baseline"] = mult
+    base_pts = points[base_name]
+    base_fit = fit_power_law(sorted(base_pts), [float(np.mean(base_pts[n])) for n in sorted(base_pts)])
+    base_compute = fit_compute([e["params_non_embedding"] for e in runs[base_name]],
+                               [e["train_flops"] for e in runs[base_name]])
+    for variant in sc.variants:
+        fits[variant]["compute_multiplier_vs_baseline"] = {
+            str(e["params_non_embedding"]): compute_multiplier_flops(base_fit, base_compute,
+                                                                     float(np.mean(e["val_loss_per_seed"])),
+                                                                     e["train_flops"])
+            for e in runs[variant]}
     results = {"baseline": base_name, "sizes": sizes, "tokens_per_param": sc.tokens_per_param, "seeds": sc.seeds,
-               "fits": fits, "base_config": json.loads(dumps(base)), "scale_config": dataclasses.asdict(sc)}
+               "report_seeds": report_seeds(sc.seeds), "search_seeds": search_seeds(sc.search_seeds) if sc.tune_lr else [],
+               "baseline_compute_fit": {"log_c": base_compute.log_c, "beta": base_compute.beta},
+               "fits": fits, "runs": runs, "base_config": json.loads(dumps(base)),
+               "scale_config": dataclasses.asdict(sc)}
     (out / "scaling.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "scaling.md").write_text(scaling_table(results) + "\n")
     plot_scaling(points, fits, out / "scaling.png")
@@ -103,17 +161,40 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
 
 def scaling_table(results: dict) -> str:
     base = results["baseline"]
+    sc = results["scale_config"]
+    if sc.get("tune_lr"):
+        lr_note = (f"LR tuned per size and variant (×{', ×'.join(f'{f:g}' for f in sc['lr_factors'])} of the preset "
+                   f"LR, edges extended up to {sc['extend_edges']} time(s), mean over search seed(s) "
+                   f"{', '.join(map(str, results['search_seeds']))} at {sc['search_fraction']:g} of each size's tokens)")
+    else:
+        lr_note = "the preset's LR at every size (not tuned per size)"
     lines = [f"L(N) = E + A·N^(−α), N = non-embedding parameters; {results['tokens_per_param']:g} tokens/parameter; "
-             f"{results['seeds']} seed(s); compute multiplier = compute {base} needs to match the variant's loss "
-             f"(at the largest size).", "",
+             f"{results['seeds']} report seed(s); {lr_note}. Compute multiplier = training FLOPs {base} needs to reach "
+             f"the variant's loss ÷ the variant's own training FLOPs (3 × FLOPs/token × tokens); > 1: the variant "
+             f"is more compute-efficient. Last column: at the largest size.", "",
              "| variant | E | A | α | α 95% CI | fit RMSE | compute multiplier |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, f in results["fits"].items():
         ci = f["ci95"]["alpha"]
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "— (1 seed)"
         mult = list(f["compute_multiplier_vs_baseline"].values())[-1]
         lines.append(f"| {name} | {f['E']:.4f} | {f['A']:.4g} | {f['alpha']:.3f} | {ci_s} | {f['rmse']:.4f} | "
-                     f"{'∞' if mult == float('inf') else f'{mult:.2f}×'} |")
+                     f"{_times(mult)} |")
+    if "runs" in results:
+        lines += ["", "| variant | d, L | non-emb params | FLOPs/token | tokens | LR | val loss | compute multiplier |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, entries in results["runs"].items():
+            mults = results["fits"][name]["compute_multiplier_vs_baseline"]
+            for e in entries:
+                m, sd = mean_std(e["val_loss_per_seed"])
+                edge = " (edge)" if e.get("best_lr_on_grid_edge") else ""
+                lines.append(f"| {name} | {e['d_model']}, {e['n_layers']} | {e['params_non_embedding']:,} | "
+                             f"{e['flops_per_token']:,} | {e['tokens']:,} | {e['lr']:.3g}{edge} | {m:.4f} ± {sd:.4f} | "
+                             f"{_times(mults[str(e['params_non_embedding'])])} |")
     return "\n".join(lines)
+
+
+def _times(mult: float) -> str:
+    return "∞" if mult == float("inf") else f"{mult:.2f}×"
 
 
 def plot_scaling(points, fits, path: Path) -> None:

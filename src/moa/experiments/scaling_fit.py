@@ -5,10 +5,15 @@ scan refined by golden-section search) with exact least squares for E and A insi
 no optimiser dependency and no sensitivity to a starting point. Uncertainty comes from
 a bootstrap that resamples one seed per model size.
 
-Compute multiplier at size N: the baseline must reach the variant's loss ``L_v(N)``; its
-fit gives the size ``N_b = (A_b / (L_v(N) − E_b))^(1/α_b)``. At a fixed tokens-per-
-parameter ratio, compute ∝ N·D ∝ N², so the baseline needs ``(N_b / N)²`` times the
-compute. Infinite when ``L_v(N) ≤ E_b`` (below the baseline's fitted floor).
+Compute multiplier of a variant's run: the baseline must reach the variant's loss
+``L_v``; its fit gives the size ``N_b = (A_b / (L_v − E_b))^(1/α_b)``. The compute the
+baseline spends at size N_b is read off a power law ``C_b(N) = c·N^β`` fitted to the
+baseline's own runs (training FLOPs = 3 × forward FLOPs per token × tokens, each run's
+own), and the multiplier is ``C_b(N_b) / C_v``, with ``C_v`` the variant's own training
+FLOPs, so a variant that spends more FLOPs per token (MoA's gate) or more tokens pays for
+them (:func:`compute_multiplier_flops`). :func:`compute_multiplier` is the parameter-only
+shortcut ``(N_b / N)²`` (compute ∝ N·D ∝ N² at a fixed tokens-per-parameter ratio, equal
+FLOPs per parameter). Both are infinite when ``L_v ≤ E_b`` (below the baseline's floor).
 """
 
 from __future__ import annotations
@@ -80,3 +85,33 @@ def bootstrap_fits(points: dict[float, list[float]], samples: int = 200, seed: i
 def compute_multiplier(baseline: PowerLawFit, variant_loss: float, n: float) -> float:
     """Compute the baseline needs to match ``variant_loss`` reached at size ``n`` (fixed tokens/param)."""
     return (baseline.size_for_loss(variant_loss) / n) ** 2
+
+
+@dataclass(frozen=True)
+class ComputeFit:
+    """``C(N) = exp(log_c) · N^beta``, least squares in log–log space."""
+
+    log_c: float
+    beta: float
+
+    def __call__(self, n: float) -> float:
+        return math.exp(self.log_c + self.beta * math.log(n))
+
+
+def fit_compute(n, compute) -> ComputeFit:
+    """Fit ``C = c·N^β`` to (size, training FLOPs) points (needs ≥ 2 distinct sizes)."""
+    logn = np.log(np.asarray(n, dtype=np.float64))
+    logc = np.log(np.asarray(compute, dtype=np.float64))
+    if len(np.unique(logn)) < 2:
+        raise ValueError(f"a compute fit needs at least 2 distinct sizes, got {sorted(set(np.exp(logn).tolist()))}")
+    beta, log_c = np.polyfit(logn, logc, 1)
+    return ComputeFit(log_c=float(log_c), beta=float(beta))
+
+
+def compute_multiplier_flops(baseline: PowerLawFit, baseline_compute: ComputeFit, variant_loss: float,
+                             variant_compute: float) -> float:
+    """Baseline training FLOPs to reach ``variant_loss`` over the variant's own ``variant_compute``."""
+    n_b = baseline.size_for_loss(variant_loss)
+    if math.isinf(n_b):
+        return math.inf
+    return baseline_compute(n_b) / variant_compute

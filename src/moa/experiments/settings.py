@@ -49,10 +49,7 @@ def compare_config(args):
     if args.variants:
         kw["variants"] = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     if args.lr_factors:
-        try:
-            kw["lr_factors"] = tuple(float(f) for f in args.lr_factors.split(","))
-        except ValueError:
-            raise ValueError(f"--lr-factors={args.lr_factors!r} is not a comma-separated list of numbers") from None
+        kw["lr_factors"] = _factors(args.lr_factors)
     for name in ("seeds", "search_seeds", "extend_edges", "search_fraction"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
@@ -66,7 +63,16 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ladder", default="cpu", help="size ladder: cpu or tiny")
     p.add_argument("--sizes", type=int, default=4, help="how many sizes of the ladder (>= 3)")
     p.add_argument("--tokens-per-param", type=float, default=20.0)
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=2, help="report seeds 0..N-1 per size and variant")
+    p.add_argument("--tune-lr", action="store_true",
+                   help="search the LR per size and variant (same rule for all) and fit on each size's best LR")
+    p.add_argument("--lr-factors", default="0.5,1,2", help="with --tune-lr: LR grid as factors of the preset LR")
+    p.add_argument("--search-seeds", type=int, default=1, metavar="N",
+                   help="with --tune-lr: LR chosen on the mean over search seeds 1000..1000+N-1 (default 1)")
+    p.add_argument("--search-fraction", type=float, default=0.5,
+                   help="with --tune-lr: fraction of each size's tokens for its LR search (default 0.5)")
+    p.add_argument("--extend-edges", type=int, default=2, metavar="N",
+                   help="with --tune-lr: steps the grid may grow past a winning edge (default 2)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -76,7 +82,16 @@ def scale_config(args):
     from moa.experiments.scale import ScaleConfig
 
     return ScaleConfig(variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()), ladder=args.ladder,
-                       sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds)
+                       sizes=args.sizes, tokens_per_param=args.tokens_per_param, seeds=args.seeds,
+                       tune_lr=args.tune_lr, lr_factors=_factors(args.lr_factors), search_seeds=args.search_seeds,
+                       search_fraction=args.search_fraction, extend_edges=args.extend_edges)
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(f) for f in text.split(","))
+    except ValueError:
+        raise ValueError(f"--lr-factors={text!r} is not a comma-separated list of numbers") from None
 
 
 #: command → (argument definitions, settings from parsed arguments)

@@ -1,9 +1,9 @@
 """Run configs and run directories: a config's sizes before training, a trained run loaded back.
 
-:func:`describe` counts the parameters and FFN FLOPs of the model a :class:`RunConfig`
-describes (built on the meta device, nothing allocated); :func:`load_run` rebuilds a
-trained run's model and tokenizer from its directory (``config.json`` plus the last
-checkpoint, or ``model.pt`` for FSDP runs). Both sit below the CLI so that experiments
+:func:`describe` counts the parameters and FLOPs per token (:func:`flops_per_token`) of
+the model a :class:`RunConfig` describes (built on the meta device, nothing allocated);
+:func:`load_run` rebuilds a trained run's model and tokenizer from its directory
+(``config.json`` plus the last checkpoint, or ``model.pt`` for FSDP runs). Both sit below the CLI so that experiments
 (``moa.experiments``) and commands (``moa.cli``) share them; see docs/DESIGN.md (layers).
 """
 
@@ -32,7 +32,30 @@ def describe(cfg) -> dict:
                  "moe_active_flops_per_token_per_layer": mc.flops,
                  "expert_mixing_params": mc.expert.mixing_params}
     return {**param_counts(model), "vocab_size": mcfg.vocab_size, **layer,
+            "flops_per_token": flops_per_token(cfg),
             "steps": cfg.train.steps, "tokens_per_step": cfg.train.tokens_per_step}
+
+
+def flops_per_token(cfg) -> int:
+    """Forward FLOPs per token of the whole model at ``train.seq_len`` (a training step ≈ 3×).
+
+    Counted as in Kaplan et al. (arXiv 2001.08361, Table 1), with the FFN term exact for
+    every variant: per layer the attention projections (2 per weight), the scores and the
+    weighted sum (2·2·d per attended position, at the causal mean of (T+1)/2 positions),
+    and the FFN's own forward FLOPs from :func:`moa.nn.ffn_cost` (MoE: the active experts,
+    router and shared experts from :func:`moa.nn.moe_cost`); then the LM head (2·d·V).
+    Norms, RoPE and the embedding lookup are left out (elementwise, negligible here).
+    """
+    from moa.nn import ffn_cost, moe_cost
+    from moa.presets import vocab_size_of
+
+    m = cfg.model
+    vocab = m.vocab_size or vocab_size_of(cfg.data.tokenizer)
+    e = m.head_dim
+    attn_proj = 2 * m.d_model * e * (2 * m.n_heads + 2 * m.kv_heads)
+    attn_mix = 2 * 2 * m.n_heads * e * (cfg.train.seq_len + 1) // 2
+    ffn = moe_cost(m.moe, m.ffn_config(), m.d_model).flops if m.moe.enabled else ffn_cost(m.ffn_config(), m.d_model).flops
+    return m.n_layers * (attn_proj + attn_mix + ffn) + 2 * m.d_model * vocab
 
 
 def load_run(run_dir: Path):
