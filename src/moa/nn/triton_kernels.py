@@ -36,6 +36,8 @@ _SQRT1_2 = tl.constexpr(0.7071067811865476)  # 1/√2
 _INV_SQRT_2PI = tl.constexpr(0.3989422804014327)  # 1/√(2π)
 _SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # √(2/π)
 _GELU_TANH_C = tl.constexpr(0.044715)
+# constants multiply from the right (tensor * constant): the interpreter cannot multiply a
+# constexpr by a tensor
 
 # Elements per program and step: 8 (forward) and 4 (backward) per thread at 4 warps keep
 # the backward's live values (z, v, dL/dp, dL/dh, dL/dz, h, K partial sums) in registers
@@ -64,7 +66,7 @@ def _value(z, CODE: tl.constexpr):
     elif CODE == 1:  # gelu (erf)
         s = 0.5 * z * (1.0 + tl.erf(z * _SQRT1_2))
     elif CODE == 2:  # gelu_tanh
-        s = 0.5 * z * (1.0 + _tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z)))
+        s = 0.5 * z * (1.0 + _tanh((z + z * z * z * _GELU_TANH_C) * _SQRT_2_OVER_PI))
     elif CODE == 3:  # silu
         s = z * _sigmoid(z)
     elif CODE == 4:  # relu2
@@ -95,9 +97,9 @@ def _value_and_derivative(z, CODE: tl.constexpr):
         s = z * cdf
         d = cdf + z * _INV_SQRT_2PI * tl.exp(-0.5 * z * z)
     elif CODE == 2:  # gelu_tanh
-        t = _tanh(_SQRT_2_OVER_PI * (z + _GELU_TANH_C * z * z * z))
+        t = _tanh((z + z * z * z * _GELU_TANH_C) * _SQRT_2_OVER_PI)
         s = 0.5 * z * (1.0 + t)
-        d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_TANH_C * z * z)
+        d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + z * z * _GELU_TANH_C * 3.0)
     elif CODE == 3:  # silu: σ(z)(1 + z(1 - σ(z)))
         sg = _sigmoid(z)
         s = z * sg
@@ -121,7 +123,7 @@ def _value_and_derivative(z, CODE: tl.constexpr):
         d = one
     else:  # leaky_relu
         s = tl.where(z > 0.0, z, z * _LEAKY_SLOPE)
-        d = tl.where(z > 0.0, one, _LEAKY_SLOPE * one)
+        d = tl.where(z > 0.0, one, one * _LEAKY_SLOPE)
     return s, d
 
 
