@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<ffn>-<time>)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts")
+    p.add_argument("--init-from", default=None, metavar="HF_DIR",
+                   help="start from a local Llama/Mistral checkpoint (architecture, weights, tokenizer; "
+                        "FFNs converted function-preservingly to model.ffn)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="launch N processes on this node with torchrun (DDP unless train.parallel=fsdp)")
@@ -38,12 +41,17 @@ def resolve(args):
         if not (run_dir / CONFIG).exists():
             raise FileNotFoundError(f"cannot resume {run_dir}: no {CONFIG} there")
         base = config_from_dict(read_json(run_dir / CONFIG))
-        if args.preset:
-            raise ValueError("--resume takes its config from the run directory; drop --preset")
+        if args.preset or args.init_from:
+            raise ValueError("--resume takes its config and weights from the run directory; drop --preset/--init-from")
         cfg = apply_overrides(base, args.overrides) if args.overrides else None
         return cfg, run_dir
     preset = args.preset or "demo"
-    cfg = apply_overrides(get_preset(preset), args.overrides)
+    if args.init_from:
+        from moa.hf.importer import init_from_config
+
+        cfg = init_from_config(get_preset(preset), args.init_from, args.overrides)
+    else:
+        cfg = apply_overrides(get_preset(preset), args.overrides)
     if args.out:
         out = Path(args.out)
     else:  # every torchrun rank must pick the same directory: name it by the launch's run id
@@ -64,6 +72,8 @@ def launch(args, out: Path) -> int:
     cmd += ["--resume", args.resume] if args.resume else ["--preset", args.preset or "demo", "--out", str(out)]
     if args.no_progress:
         cmd.append("--no-progress")
+    if args.init_from:
+        cmd += ["--init-from", args.init_from]
     cmd += args.overrides
     return subprocess.call(cmd)
 
@@ -80,7 +90,12 @@ def run(args) -> int:
         if shown is not None:
             print(json.dumps(describe(shown), indent=2))
         return 0
-    summary = train(cfg, out, resume=bool(args.resume), progress=not args.no_progress)
+    init_state = None
+    if args.init_from:
+        from moa.hf.importer import moa_state_from_hf
+
+        init_state = moa_state_from_hf(args.init_from, cfg.model)
+    summary = train(cfg, out, resume=bool(args.resume), progress=not args.no_progress, init_state=init_state)
     if int(os.environ.get("RANK", 0)) == 0:
         print_summary(out, summary)
     return 0

@@ -153,3 +153,20 @@ def import_hf_model(hf_dir, ffn: str = "moa-glu", **model_overrides) -> Transfor
     model = Transformer(cfg)
     model.load_state_dict(moa_state_from_hf(hf_dir, cfg))
     return model.eval()
+
+
+def init_from_config(base, hf_dir, overrides: list[str]):
+    """The ``RunConfig`` of ``moa train --init-from HF_DIR``: ``base`` (a preset) with the
+    checkpoint's architecture, its own tokenizer (``data.tokenizer=hf:HF_DIR``) and, for MoA,
+    ``model.gate_norm=none`` (the exact trainable init), then the user's ``overrides``
+    (which may not change the architecture)."""
+    from moa.config import apply_overrides, parse_overrides
+
+    user = parse_overrides(overrides)
+    seq_len = user.get("train.seq_len", base.train.seq_len)
+    fields = hf_model_fields(hf_dir, seq_len)
+    clash = [k for k in user if k.startswith("model.") and k[len("model."):] in ARCH_KEYS]
+    if clash:
+        raise ValueError(f"{clash[0]} comes from the --init-from checkpoint {hf_dir}; drop that override")
+    defaults = {"model.gate_norm": "none", "data.tokenizer": f"hf:{hf_dir}", "model.moe.num_experts": 0}
+    return apply_overrides(base, {**defaults, **{f"model.{k}": v for k, v in fields.items()}, **user})

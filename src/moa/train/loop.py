@@ -113,8 +113,11 @@ def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.D
 
 
 def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: bool = True,
-          stop_after: Optional[int] = None) -> dict:
+          stop_after: Optional[int] = None, init_state: Optional[dict] = None) -> dict:
     """Run (or resume) training; returns the summary also written to ``summary.json``.
+
+    ``init_state``: a fresh run starts from these weights (``moa train --init-from``,
+    :mod:`moa.hf.importer`) and evaluates them first (an ``eval`` event at step 0).
 
     ``stop_after``: stop after that many optimizer steps of this invocation, as if the
     process had been killed (no final checkpoint or summary); used to test resume.
@@ -123,12 +126,14 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
     device, autocast_dtype = resolve_device(cfg if cfg is not None else config_from_dict(read_json(Path(out_dir) / CONFIG)))
     env = D.init_distributed(device.type)
     try:
-        return _train(cfg, Path(out_dir), resume, progress, stop_after, device, autocast_dtype, env)
+        return _train(cfg, Path(out_dir), resume, progress, stop_after, device, autocast_dtype, env,
+                      init_state=init_state)
     finally:
         D.shutdown(env)
 
 
-def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: D.DistEnv) -> dict:
+def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: D.DistEnv,
+           init_state: Optional[dict] = None) -> dict:
     cfg = _prepare_run_dir(cfg, out, resume, env)
     t_start = time.perf_counter()
     parallel = D.resolve_parallel(cfg.train.parallel, env)
@@ -160,6 +165,9 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     val_bytes = sum(count_utf8_bytes(tok, y) for _, y in val)
 
     model = Transformer(cfg.model).to(device, torch.float64 if tc.dtype == "float64" else torch.float32)
+    init_state = init_state if meta is None else None  # a resumed run continues from its checkpoint
+    if init_state is not None:
+        model.load_state_dict(init_state)
     counts = param_counts(model)
     step_model = D.parallelize(model, parallel, env, device, autocast_dtype)
     optimizers = build_optimizers(model, cfg.optim)
@@ -227,6 +235,10 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
         pending = []
         return mean
 
+    if init_state is not None:  # the imported weights' loss, before any step
+        first = evaluate(step_model, val, device, autocast_dtype, val_bytes, env)
+        if logger is not None:
+            logger.log({"event": "eval", "step": 0, "tokens": 0, "val_loss": first.loss, "val_bpb": first.bpb})
     try:
         model.train()
         for step in range(start_step, total):
