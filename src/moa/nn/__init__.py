@@ -8,13 +8,14 @@ from moa.nn.functional import (
     MixActivations, MixProject, mix_activations, mix_activations_reference, mix_project, mix_project_reference,
 )
 from moa.nn.params import mixing_parameter_names, split_mixing_parameters
+from moa.nn.triton_mix import mix_project_triton
 
 __all__ = [
     "ACTIVATIONS", "DEFAULT_DICTIONARY", "Activation", "get_activation",
     "FFNConfig", "FFN_PRESETS", "ffn_config",
     "FeedForward", "FixedFFN", "LAFFN", "MoAFFN", "build_ffn", "convert_ffn", "gate_logits_for",
     "MixActivations", "MixProject", "mix_activations", "mix_activations_reference",
-    "mix_project", "mix_project_reference",
+    "mix_project", "mix_project_reference", "mix_project_triton",
     "FFNCost", "ffn_cost", "ffn_param_count", "ffn_flops_per_token",
     "mixing_parameter_names", "split_mixing_parameters",
 ]
