@@ -1,8 +1,16 @@
-"""DDP and FSDP2 on 2 gloo ranks equal one process with the same global batch (MOA.md §5).
+"""DDP and FSDP2 on 2 gloo ranks equal one process with the same global batch (README "Many processes").
+
+Every run is compared on everything it reports: each logged training loss, each
+evaluation event (val_loss, val_bpb), the summary's final_val_loss / final_val_bpb /
+val_tokens, and the final weights. The validation set holds 67 windows: with batch 8 its
+last batch has 3 rows, which 2 ranks split 1 + 2 (with micro-batch 2 the last batch has
+a single row and one rank an empty share), so an evaluation that drops the all-reduce or
+miscounts an uneven split shows up in the reported numbers.
 
 Runs use ``train.dtype=float64``: in fp32 the different summation order of a sharded
 gradient (~1e-7 relative) is amplified by Adam's 1/√v on near-zero coordinates to ~1e-5
-after a dozen steps, which would hide a real bug behind a loose tolerance.
+after a dozen steps, which would hide a real bug behind a loose tolerance. One-process
+references are trained once per configuration and shared by the tests (``reference``).
 """
 
 import json
@@ -16,13 +24,16 @@ from moa.config import apply_overrides
 from moa.presets import get_preset
 from moa.testing.distributed import init_gloo, run_distributed
 from moa.train import train
-from moa.train.records import read_metrics
+from moa.train.records import read_json, read_metrics
 
 STEPS = 12
+EVAL_STEPS = [6, 12]
+VAL_WINDOWS = 67  # 8 batches of 8 + one of 3
 
 
 def config(*overrides):
-    base = ["train.batch_size=8", "train.seq_len=32", f"train.tokens={STEPS * 8 * 32}", "train.eval_tokens=2048",
+    base = ["train.batch_size=8", "train.seq_len=32", f"train.tokens={STEPS * 8 * 32}",
+            f"train.eval_tokens={VAL_WINDOWS * 32}", f"train.eval_every={EVAL_STEPS[0]}",
             "train.log_every=1", "schedule.warmup=0.2", "train.dtype=float64"]
     return apply_overrides(get_preset("debug"), base + list(overrides))
 
@@ -42,15 +53,27 @@ def final_weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
 
 
-def losses(run_dir):
-    return [e["train_loss"] for e in read_metrics(run_dir) if e["event"] == "train"]
+def events(run_dir, kind, *keys):
+    return [[e[k] for k in keys] for e in read_metrics(run_dir) if e["event"] == kind]
+
+
+def close(a, b, tol):
+    return abs(a - b) <= tol * abs(b)
 
 
 def assert_same_run(a, b, tol=1e-5):
-    la, lb = losses(a), losses(b)
-    assert len(la) == len(lb) == STEPS
-    for x, y in zip(la, lb):
-        assert abs(x - y) <= tol * abs(y), (la, lb)
+    """Run ``a`` reports and holds what run ``b`` does, to ``tol`` relative."""
+    ta, tb = events(a, "train", "step", "train_loss"), events(b, "train", "step", "train_loss")
+    assert [s for s, _ in ta] == [s for s, _ in tb] == list(range(1, STEPS + 1))
+    assert all(close(x, y, tol) for (_, x), (_, y) in zip(ta, tb)), (ta, tb)
+    ea, eb = events(a, "eval", "step", "val_loss", "val_bpb"), events(b, "eval", "step", "val_loss", "val_bpb")
+    assert [e[0] for e in ea] == [e[0] for e in eb] == EVAL_STEPS
+    assert all(close(x, y, tol) for ra, rb in zip(ea, eb) for x, y in zip(ra[1:], rb[1:])), (ea, eb)
+    sa, sb = read_json(a / "summary.json"), read_json(b / "summary.json")
+    assert sa["val_tokens"] == sb["val_tokens"] == VAL_WINDOWS * 32
+    for key in ("final_val_loss", "final_val_bpb"):
+        assert close(sa[key], sb[key], tol), (key, sa[key], sb[key])
+    assert [sa["final_val_loss"], sa["final_val_bpb"]] == ea[-1][1:]  # the summary reports the last evaluation
     wa, wb = final_weights(a), final_weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -59,48 +82,53 @@ def assert_same_run(a, b, tol=1e-5):
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    """One process, global batch 8: the reference for the distributed runs."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("single") / "run"
-    train(config("train.parallel=none"), out, progress=False)
-    return out
+def reference(tmp_path_factory):
+    """``reference(*overrides)``: the one-process run (global batch 8) of that config, trained once."""
+    runs = {}
+
+    def get(*overrides):
+        if overrides not in runs:
+            torch.set_num_threads(1)
+            out = tmp_path_factory.mktemp("one") / "run"
+            train(config("train.parallel=none", *overrides), out, progress=False)
+            runs[overrides] = out
+        return runs[overrides]
+
+    return get
 
 
+MUON = ("optim.name=muon",)
 MOE = ("model.moe.num_experts=4", "model.moe.top_k=2", "model.moe.expert_hidden=32", "model.moe.balance=bias")
+MODES = [("ddp", ()), ("fsdp", ()), ("fsdp", MUON)]  # (parallel, optimizer overrides)
+MODE_IDS = ["ddp-adamw", "fsdp-adamw", "fsdp-muon"]
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_moe_distributed_equals_single_process(parallel, tmp_path):
-    torch.set_num_threads(1)
-    train(config("train.parallel=none", *MOE), tmp_path / "one", progress=False)
-    train_2_ranks(config(f"train.parallel={parallel}", *MOE), tmp_path / "two")
-    assert_same_run(tmp_path / "two", tmp_path / "one")
-
-
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_distributed_equals_single_process(parallel, single, tmp_path):
-    out = tmp_path / parallel
-    summaries = train_2_ranks(config(f"train.parallel={parallel}"), out)
+@pytest.mark.parametrize("parallel,optim", MODES, ids=MODE_IDS)
+def test_distributed_equals_single_process(parallel, optim, reference, tmp_path):
+    out = tmp_path / "two"
+    summaries = train_2_ranks(config(f"train.parallel={parallel}", *optim), out)
     assert all(s["world_size"] == 2 and s["parallel"] == parallel for s in summaries)
-    assert_same_run(out, single)
+    assert_same_run(out, reference(*optim))
 
 
-def test_ddp_with_accumulation_and_muon_equals_single_process(tmp_path):
-    torch.set_num_threads(1)
-    train(config("train.parallel=none", "optim.name=muon"), tmp_path / "one", progress=False)
-    train_2_ranks(config("train.parallel=ddp", "optim.name=muon", "train.micro_batch_size=2"), tmp_path / "two")
-    assert_same_run(tmp_path / "two", tmp_path / "one")
+@pytest.mark.parametrize("parallel,optim", MODES, ids=MODE_IDS)
+def test_moe_distributed_equals_single_process(parallel, optim, reference, tmp_path):
+    train_2_ranks(config(f"train.parallel={parallel}", *optim, *MOE), tmp_path / "two")
+    assert_same_run(tmp_path / "two", reference(*optim, *MOE))
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_kill_and_resume(parallel, single, tmp_path):
-    out = tmp_path / parallel
-    cfg = config(f"train.parallel={parallel}", "train.ckpt_every=4")
+def test_ddp_with_accumulation_and_muon_equals_single_process(reference, tmp_path):
+    train_2_ranks(config("train.parallel=ddp", *MUON, "train.micro_batch_size=2"), tmp_path / "two")
+    assert_same_run(tmp_path / "two", reference(*MUON))
+
+
+@pytest.mark.parametrize("parallel,optim", MODES, ids=MODE_IDS)
+def test_kill_and_resume(parallel, optim, reference, tmp_path):
+    out = tmp_path / "two"
+    cfg = config(f"train.parallel={parallel}", *optim, "train.ckpt_every=4")
     train_2_ranks(cfg, out, stop_after=10)  # "killed" after step 10; last checkpoint at 8
     train_2_ranks(cfg, out, resume=True)
-    assert [e["step"] for e in read_metrics(out) if e["event"] == "train"] == list(range(1, STEPS + 1))
-    assert_same_run(out, single)
+    assert_same_run(out, reference(*optim))
 
 
 def _rank_batches(rank, steps):

@@ -87,6 +87,15 @@ def rank_rows(batch_size: int, micro: Optional[int], env: DistEnv) -> tuple[int,
     return env.rank * per_rank, micro, per_rank // micro
 
 
+def rank_share(rows: int, env: DistEnv) -> tuple[int, int]:
+    """[lo, hi): this rank's contiguous share of ``rows`` rows (shares differ by at most one row).
+
+    For evaluation batches, which need not divide by the world size; a share may be empty
+    when ``rows < world_size``.
+    """
+    return env.rank * rows // env.world_size, (env.rank + 1) * rows // env.world_size
+
+
 def parallelize(model: nn.Module, mode: str, env: DistEnv, device: torch.device,
                 param_dtype: Optional[torch.dtype] = None) -> nn.Module:
     """Return the module to train: the model itself, a DDP wrapper, or the FSDP2-sharded model.
@@ -102,6 +111,9 @@ def parallelize(model: nn.Module, mode: str, env: DistEnv, device: torch.device,
         return DDP(model, device_ids=[env.local_rank] if device.type == "cuda" else None)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if not dist.is_initialized():  # one process without torchrun (moa train --nproc 1): a 1-rank group
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0,
+                                world_size=1)
     kwargs = {}
     if param_dtype is not None and device.type == "cuda":
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)

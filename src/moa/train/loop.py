@@ -28,6 +28,7 @@ from moa.model import Transformer, lm_loss, param_counts
 from moa.nn import moe_aux_loss, moe_metrics, moe_update_bias
 from moa.train import checkpoint as ckpt
 from moa.train import distributed as D
+from moa.train.gate_stats import gate_slice, gate_statistics, has_mixing
 from moa.train.optim import build_optimizers
 from moa.train.records import (
     CONFIG, ENVIRONMENT, SUMMARY, MetricsLogger, environment, git_commit, read_json, write_json,
@@ -69,24 +70,29 @@ def resolve_device(cfg: RunConfig) -> tuple[torch.device, Optional[torch.dtype]]
 
 
 def evaluate(model, batches, device, autocast_dtype, n_bytes: int, env: D.DistEnv = D.DistEnv()) -> Evaluation:
-    """Mean loss and bpb over ``batches``; under torchrun each rank takes 1/W of each batch's rows."""
+    """Mean loss and bpb over ``batches``, the same for any number of ranks.
+
+    Under torchrun each rank scores its contiguous share of each batch's rows
+    (:func:`moa.train.distributed.rank_share`; a batch that does not divide by the world
+    size gives shares one row apart) and sums nats and target tokens; one all-reduce of
+    the two sums gives the token-weighted mean. A rank with an empty share still runs the
+    forward on one row and counts nothing: FSDP2's forward is a collective every rank joins.
+    """
     was_training = model.training
     model.eval()
-    nats = torch.zeros((), dtype=torch.float64, device=device)
-    tokens = 0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # (nats, target tokens) of this rank
     with torch.no_grad(), _autocast(device, autocast_dtype):
         for x, y in batches:
-            rows, w = x.shape[0], env.world_size
-            share = 1.0
-            if rows % w == 0:  # this rank's rows; the sum is all-reduced below
-                x, y_rank = x[env.rank * rows // w:(env.rank + 1) * rows // w], y[env.rank * rows // w:(env.rank + 1) * rows // w]
-            else:  # indivisible: every rank computes the whole batch and counts 1/W of it
-                y_rank, share = y, 1.0 / w
-            nats += lm_loss(model(x.to(device)), y_rank.to(device), reduction="sum").double() * share
-            tokens += y.numel()
-    nats = D.all_reduce_sum(nats, env).item()
+            lo, hi = D.rank_share(x.shape[0], env)
+            if hi == lo:
+                model(x[:1].to(device))
+                continue
+            x, y = x[lo:hi].to(device), y[lo:hi].to(device)
+            sums[0] += lm_loss(model(x), y, reduction="sum").double()
+            sums[1] += y.numel()
+    nats, tokens = D.all_reduce_sum(sums, env).tolist()
     model.train(was_training)
-    return Evaluation(loss=nats / tokens, bpb=nats / (math.log(2) * n_bytes), tokens=tokens)
+    return Evaluation(loss=nats / tokens, bpb=nats / (math.log(2) * n_bytes), tokens=int(tokens))
 
 
 def _autocast(device, dtype):
@@ -197,6 +203,7 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     total = tc.steps
     params = [p for p in model.parameters() if p.requires_grad]
     is_moe = cfg.model.moe.enabled
+    gate_x = gate_slice(val[0][0]).to(device) if val and has_mixing(model) else None
 
     def checkpoint(step: int, wall: float, train_s: float) -> None:
         meta = {"step": step, "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec, "wall_s": wall,
@@ -293,6 +300,10 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                     if logger is not None:
                         logger.log({"event": "eval", "step": done, "tokens": done * tc.tokens_per_step,
                                     "val_loss": last_eval.loss, "val_bpb": last_eval.bpb})
+                    if gate_x is not None:  # LA/MoA: per-layer gate statistics (moa.train.gate_stats)
+                        gates = gate_statistics(model, gate_x, _autocast(device, autocast_dtype))
+                        if logger is not None:
+                            logger.log({"event": "gates", "step": done, "tokens": done * tc.tokens_per_step, **gates})
                 if ckpt_now:
                     finite = torch.tensor(float(all(torch.isfinite(p).all() for p in params)))
                     if D.all_reduce_sum(finite, env).item() < env.world_size:  # never save a diverged model

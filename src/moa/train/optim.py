@@ -3,7 +3,8 @@
 Groups, decided by name on the unwrapped model:
 
 * ``hidden``: 2-D matrices inside the blocks (attention and FFN projections). AdamW with
-  weight decay, or Muon (``optim.name="muon"``).
+  weight decay, or Muon (``optim.name="muon"``): :class:`moa.train.muon.Muon`, the update
+  of ``torch.optim.Muon`` that also orthogonalises FSDP2-sharded matrices whole.
 * ``embedding``: token embedding and untied LM head. AdamW with weight decay (Muon's
   orthogonalised update is meant for hidden matrices, not lookup tables).
 * ``no_decay``: norms, biases and every other 1-D or scalar parameter. AdamW, no decay.
@@ -20,6 +21,7 @@ import torch.nn as nn
 
 from moa.config import OptimConfig
 from moa.nn import mixing_parameter_names, router_parameter_names
+from moa.train.muon import Muon
 
 
 def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -56,8 +58,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     optimizers = []
     if cfg.name == "muon":
         if groups["hidden"]:
-            optimizers.append(torch.optim.Muon([group("hidden", True)], lr=cfg.lr, momentum=cfg.muon_momentum,
-                                               weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"))
+            optimizers.append(Muon([group("hidden", True)], lr=cfg.lr, momentum=cfg.muon_momentum,
+                                   weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"))
     else:
         adam_groups.insert(0, group("hidden", True))
     adam_groups = [g for g in adam_groups if g["params"]]
