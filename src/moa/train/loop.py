@@ -159,6 +159,8 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
         if meta["corpus_fingerprint"] != data.fingerprint:
             raise RunDirError(f"corpus changed since the checkpoint (fingerprint {meta['corpus_fingerprint']} → "
                               f"{data.fingerprint}); resume needs the same data")
+        if meta["step"] >= cfg.train.steps and (out / SUMMARY).exists():
+            return read_json(out / SUMMARY)  # a finished run: its record stands as written
     if cfg.model.vocab_size is None:
         cfg = cfg.replace(model=cfg.model.replace(vocab_size=tok.vocab_size))
     elif cfg.model.vocab_size < tok.vocab_size:
