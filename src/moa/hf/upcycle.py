@@ -98,6 +98,7 @@ def upcycle(model, ffn: str = "moa-glu", **overrides):
     config = model.config
     config.moa_ffn, config.moa_moe = spec, None
     config.__class__ = config_cls
+    config.__dict__.pop("model_type", None)  # a loaded config may carry the base name as an attribute
     silu = spec["activations"].index("silu")
     for layer in layers:
         old = layer.mlp
@@ -131,7 +132,7 @@ def save_upcycled(model, out, tokenizer_dir=None) -> Path:
     here = Path(__file__).parent
     for name in REMOTE_FILES:
         shutil.copyfile(here / name, out / name)
-    base = next(k for k, v in SUPPORTED.items() if v[0] == model.config.model_type)
+    base = next(k for k, v in SUPPORTED.items() if v[0] == type(model.config).model_type)
     _, config_name, model_name = SUPPORTED[base]
     config = json.loads((out / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": f"configuration_moa.{config_name}",
