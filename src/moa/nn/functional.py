@@ -105,6 +105,16 @@ CHUNK_ELEMENTS_CPU = 1 << 19  # 2 MB fp32: the best time/memory trade-off measur
 CHUNK_ELEMENTS_CUDA = 1 << 22
 
 
+def _chunks(n, rows: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of each chunk of ``rows`` tokens; always at least one (``n = 0``:
+    one empty chunk). One chunk whenever ``rows >= n``, without a Python ``range`` over
+    ``n``: under torch.compile ``rows = n`` is a symbolic size, and iterating a range
+    over it would specialise the graph to each token count (a recompile per MoE routing)."""
+    if rows >= n:
+        return [(0, n)]
+    return [(s, min(n, s + rows)) for s in range(0, n, rows)]
+
+
 class MixProject(torch.autograd.Function):
     """``y_ND = (h ⊙ v) W_outᵀ`` with ``h = Σ_k c_k σ_k(z)`` (``v=None``: no GLU product).
 
@@ -121,10 +131,8 @@ class MixProject(torch.autograd.Function):
         ctx.names = names
         n, rows = z_NGH.shape[0], _chunk_rows(z_NGH)
         w_DM = w_out_DM.to(z_NGH.dtype)
-        # n = 0 (an expert or rank without tokens) takes the buffer path: an empty (0, D)
-        y_ND = z_NGH.new_empty(n, w_DM.shape[0]) if rows < n or n == 0 else None
-        for s in range(0, n, rows):
-            e = min(n, s + rows)
+        y_ND = z_NGH.new_empty(n, w_DM.shape[0]) if rows < n else None
+        for s, e in _chunks(n, rows):
             p = _mix_forward(z_NGH[s:e], c_NGK if c_NGK.shape[0] == 1 else c_NGK[s:e], names)
             if v_NGH is not None:
                 p = p.mul_(v_NGH[s:e]) if rows < n else p * v_NGH
@@ -146,8 +154,7 @@ class MixProject(torch.autograd.Function):
         acc_dtype = torch.promote_types(grad_y_ND.dtype, torch.float32)  # bf16 sums over chunks drift
         grad_w = torch.zeros(w_out_DM.shape, dtype=acc_dtype, device=grad_y_ND.device) if need_w else None
         grads_c = []
-        for s in range(0, n, rows):
-            e = min(n, s + rows)
+        for s, e in _chunks(n, rows):
             z, gp = z_NGH[s:e], grad_p_NGH[s:e]
             v = None if v_NGH is None else v_NGH[s:e]
             gh = gp if v is None else gp * v
@@ -163,9 +170,7 @@ class MixProject(torch.autograd.Function):
             if need_z:
                 gp.copy_(gz)  # dL/dp of these rows is used up: its buffer takes dL/dz
         grad_c = None
-        if need_c and not grads_c:  # no tokens: a sum over nothing
-            grad_c = torch.zeros_like(c_NGK)
-        elif need_c:
+        if need_c:
             grad_c = torch.stack(grads_c).sum(0) if shared_c else torch.cat(grads_c)
         grad_w = grad_w.to(w_out_DM.dtype) if need_w else None
         return (grad_p_NGH if need_z else None), grad_c, grad_v, grad_w, None

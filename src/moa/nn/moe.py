@@ -29,8 +29,11 @@ the weights per forward and backward; small next to the GEMMs once each expert h
 hundred rows). ``dispatch="auto"`` takes the grouped GEMM on CUDA (bf16, sm90+) and the
 loop elsewhere: on CPU the grouped path works in fp32/bf16 but is a loop of GEMMs itself,
 measured slower than the loop (benchmarks/moe_dispatch.py), and keeps more memory.
-Under torch.compile the loop path graph-breaks at the per-expert counts (data-dependent
-slice sizes); the grouped path traces whole (bf16 only).
+Under torch.compile the loop path breaks the graph at :func:`experts_loop`, which runs its
+own frame eagerly (the per-expert counts are read on the host there) and compiles each
+expert with a dynamic row count: router and combine are one graph each, all experts share
+one, and a new routing compiles nothing (before, every new split recompiled the experts
+until dynamo's limit). The grouped path traces whole (bf16 only).
 
 Balancing (after every forward, ``last_losses``):
 * ``aux_loss`` = aux_coef · E · Σ_e f_e P_e (Switch Transformer, arXiv 2101.03961), with
@@ -130,7 +133,8 @@ class MoE(nn.Module):
         n, k = x_ND.shape[0], self.config.top_k
         logits_NE, scores_NE, experts_Nk, weights_Nk = self.route(x_ND)
         expert_R = experts_Nk.flatten()  # row r = (token r // k, slot r % k)
-        counts_E = torch.bincount(expert_R, minlength=self.config.num_experts)
+        # a scatter-add, not bincount: its output shape is static, so torch.compile traces it
+        counts_E = expert_R.new_zeros(self.config.num_experts).scatter_add_(0, expert_R, torch.ones_like(expert_R))
         self._record(logits_NE, scores_NE, counts_E)
 
         order_R = torch.argsort(expert_R, stable=True)  # rows grouped by expert
@@ -139,7 +143,7 @@ class MoE(nn.Module):
             dtype = compute_dtype(self.experts[0].w1.weight, x.device)
             y_RD = experts_grouped(self.experts, x_RD, expert_R[order_R], counts_E, dtype)
         else:
-            y_RD = experts_loop(self.experts, x_RD, counts_E.tolist())
+            y_RD = experts_loop(self.experts, x_RD, counts_E, dynamic_rows=torch.compiler.is_compiling())
         # back to (token, slot) order: a permutation, so index_copy (backward: index_select)
         y_NkD = y_RD.new_empty(y_RD.shape).index_copy(0, order_R, y_RD).view(n, k, self.d_model)
         y_ND = (y_NkD * weights_Nk.to(y_NkD.dtype).unsqueeze(-1)).sum(1)

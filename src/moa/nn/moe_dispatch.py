@@ -43,16 +43,29 @@ Tensor = torch.Tensor
 GROUPED_MM_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def experts_loop(experts: Sequence[FeedForward], x_RD: Tensor, counts: list[int]) -> Tensor:
+@torch.compiler.disable(recursive=False)
+def experts_loop(experts: Sequence[FeedForward], x_RD: Tensor, counts_E: "Tensor | list[int]",
+                 dynamic_rows: bool = False) -> Tensor:
     """``(R, D)`` outputs of each expert on its contiguous block of ``x_RD``.
 
+    ``counts_E``: rows per expert (a tensor, read on the host here, or a list of ints).
     An expert without rows is not run; under autograd its parameters are tied into the
     output with weight zero, so they get zero gradients as in the grouped path (and DDP
     sees every parameter used).
+
+    torch.compile: this function's own frame runs eagerly (``recursive=False``), so the
+    data-dependent split sizes never become guards of a graph, while each expert's
+    forward is still compiled. ``dynamic_rows`` (set by a compiled caller) marks each
+    block's row count dynamic, so one graph serves every expert and every routing
+    (plus one for a block of exactly one row, which torch always specialises); without
+    it every new split would recompile the experts until dynamo's recompile limit.
     """
+    counts = counts_E.tolist() if isinstance(counts_E, Tensor) else counts_E
     outs, idle = [], []
     for expert, x_e in zip(experts, x_RD.split(counts)):
         if x_e.shape[0]:
+            if dynamic_rows:
+                torch._dynamo.maybe_mark_dynamic(x_e, 0)
             outs.append(expert(x_e))
         else:
             idle.append(expert)
