@@ -48,12 +48,14 @@ class OptimConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     muon_momentum: float = 0.95
+    mixing_lr_mult: float = 1.0  # LR of LA coefficients and MoA gates = lr × this (a stability option)
 
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, ("adamw", "muon"))
         _positive("optim.lr", self.lr)
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
         _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
+        _positive("optim.mixing_lr_mult", self.mixing_lr_mult)
         for key in ("beta1", "beta2", "muon_momentum"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"optim.{key}={getattr(self, key)!r} must be in [0, 1)")

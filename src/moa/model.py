@@ -35,7 +35,8 @@ class ModelConfig:
     """Architecture. ``vocab_size=None`` takes the tokenizer's.
 
     ffn: FFN preset name (:data:`moa.nn.FFN_PRESETS`); ``ffn_hidden``, ``gate_groups``,
-    ``gate_norm``, ``gate_temperature`` and ``la_granularity`` override the preset's
+    ``gate_norm``, ``gate_temperature``, ``la_granularity``, ``dictionary_scale`` and
+    ``gate_z_loss`` (stability options, :class:`moa.nn.FFNConfig`) override the preset's
     (the gate options only matter for MoA, ``la_granularity`` only for LA).
     moe: ``moe.num_experts > 0`` turns every block's FFN into an MoE layer whose experts
     are ``ffn`` FFNs (MOA.md §3; :class:`moa.nn.MoEConfig`).
@@ -52,6 +53,8 @@ class ModelConfig:
     gate_norm: str = "softmax"
     gate_temperature: float = 1.0
     la_granularity: str = "layer"
+    dictionary_scale: str = "none"
+    gate_z_loss: float = 0.0
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     max_seq_len: int = 2048
@@ -94,7 +97,8 @@ class ModelConfig:
     def ffn_config(self) -> FFNConfig:
         return ffn_config(self.ffn, hidden_dim=self.ffn_hidden, gate_groups=self.gate_groups,
                           gate_norm=self.gate_norm, temperature=self.gate_temperature,
-                          la_granularity=self.la_granularity)
+                          la_granularity=self.la_granularity, dictionary_scale=self.dictionary_scale,
+                          gate_z_loss=self.gate_z_loss)
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

@@ -9,6 +9,7 @@ without an autograd graph; the native kernels make the recompute cost one pass e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -84,6 +85,23 @@ _ENTRIES = (
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in _ENTRIES}
 
 #: The paper's default dictionary for LA and MoA (MOA.md §1).
+def gaussian_rms(name: str) -> float:
+    """``sqrt(E[σ(z)²])`` for z ~ N(0, 1): the scale of σ at unit-variance pre-activations.
+
+    Used by ``dictionary_scale="rms"`` (docs/DESIGN.md, stability options) to divide each
+    σ_k by a constant so every dictionary entry is equally loud at init. Computed once in
+    float64 by the trapezoid rule on [−12, 12] (tails below 1e-30); e.g. relu √(1/2),
+    relu2 √(3/2) in closed form.
+    """
+    if name not in _RMS:
+        z = torch.linspace(-12.0, 12.0, 240_001, dtype=torch.float64)
+        density = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        _RMS[name] = float(torch.trapezoid(get_activation(name)(z).square() * density, z).sqrt())
+    return _RMS[name]
+
+
+_RMS: dict[str, float] = {}
+
 DEFAULT_DICTIONARY: tuple[str, ...] = ("relu", "gelu", "silu", "relu2")
 
 

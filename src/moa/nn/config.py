@@ -27,6 +27,7 @@ MIXINGS = ("fixed", "la", "moa")
 GATE_NORMS = ("softmax", "sigmoid", "none")
 LA_GRANULARITIES = ("layer", "channel")
 IMPLS = ("auto", "fused", "triton", "reference")
+DICTIONARY_SCALES = ("none", "rms")
 GLU_WIDTH_MULTIPLE = 32
 
 
@@ -52,6 +53,12 @@ class FFNConfig:
     impl: "fused" (memory-efficient custom autograd op), "triton" (fused Triton kernels,
         CUDA; :mod:`moa.nn.triton_mix`), "auto" (triton on CUDA when Triton is installed and
         every activation has a kernel formula, else fused) or "reference" (explicit sum).
+    dictionary_scale: "none", or "rms": each σ_k is divided by its RMS under z ~ N(0, 1)
+        (:func:`moa.nn.activations.gaussian_rms`, a constant), so no entry (ReLU² grows as
+        z²) dominates the mixture by scale alone; LA/MoA only, from-scratch init only.
+    gate_z_loss: coefficient c of the MoA gate z-loss ``c · mean(logsumexp(logits)²)``
+        (ST-MoE, arXiv 2202.08906) added to the training objective (not to the reported
+        loss), which keeps gate logits from growing without bound; 0 disables it.
     """
 
     kind: str = "glu"
@@ -65,6 +72,8 @@ class FFNConfig:
     init: str = "uniform"
     init_logit_gap: float = 30.0
     impl: str = "auto"
+    dictionary_scale: str = "none"
+    gate_z_loss: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.activations, (list, str)):
@@ -75,6 +84,13 @@ class FFNConfig:
         _one_of("gate_norm", self.gate_norm, GATE_NORMS)
         _one_of("la_granularity", self.la_granularity, LA_GRANULARITIES)
         _one_of("impl", self.impl, IMPLS)
+        _one_of("dictionary_scale", self.dictionary_scale, DICTIONARY_SCALES)
+        if self.dictionary_scale != "none" and self.init != "uniform":
+            raise ValueError(f"dictionary_scale={self.dictionary_scale!r} needs init='uniform' (a function-preserving "
+                             f"init={self.init!r} assumes unscaled activations)")
+        if not (isinstance(self.gate_z_loss, (int, float)) and math.isfinite(self.gate_z_loss)
+                and self.gate_z_loss >= 0):
+            raise ValueError(f"gate_z_loss={self.gate_z_loss!r} must be a finite number >= 0")
         if len(self.activations) == 0:
             raise ValueError(
                 f"activations is empty; give at least one of: {', '.join(sorted(ACTIVATIONS))}"

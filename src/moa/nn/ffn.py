@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
-from moa.nn.activations import ACTIVATIONS
+from moa.nn.activations import ACTIVATIONS, gaussian_rms
 from moa.nn.config import FFNConfig
 from moa.nn.functional import mix_project, mix_project_reference
 from moa.nn.triton_mix import mix_project_triton, triton_supports
@@ -120,7 +120,11 @@ class MoAFFN(FeedForward):
         return normalize_gates(self.gate(x), self.config)
 
     def forward(self, x: Tensor) -> Tensor:
-        return _mixed_forward(self, x, self.mixing_weights(x))
+        logits = self.gate(x)
+        if self.training and self.config.gate_z_loss > 0:  # collected by gate_z_loss(model)
+            z = torch.logsumexp(logits.float().unflatten(-1, (self.config.gate_groups, -1)) / self.config.temperature, -1)
+            self.z_loss = self.config.gate_z_loss * z.square().mean()
+        return _mixed_forward(self, x, normalize_gates(logits, self.config))
 
 
 def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
@@ -129,6 +133,8 @@ def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
     if impl == "auto":
         impl = "triton" if x.is_cuda and triton_supports(ffn.config.activations) else "fused"
     mix = {"fused": mix_project, "triton": mix_project_triton, "reference": mix_project_reference}[impl]
+    if ffn.config.dictionary_scale == "rms":  # Σ g_k σ_k(z)/c_k = Σ (g_k/c_k) σ_k(z)
+        coef = coef / torch.tensor([gaussian_rms(a) for a in ffn.config.activations], dtype=coef.dtype, device=coef.device)
     v = ffn.w2(x) if ffn.config.kind == "glu" else None
     return mix(ffn.w1(x), coef, ffn.config.activations, ffn.output_proj.weight, v)
 
@@ -184,6 +190,19 @@ def gate_logits_for(coef: Tensor, config: FFNConfig) -> Tensor:
 _CLASSES = {"fixed": FixedFFN, "la": LAFFN, "moa": MoAFFN}
 
 
+def gate_z_loss(model: nn.Module) -> Tensor | float:
+    """Sum of the z-losses the MoA FFNs of ``model`` stored in their last training forward (then cleared).
+
+    0.0 when none has one (``gate_z_loss=0``); add it to the objective, not the reported loss.
+    """
+    total = 0.0
+    for module in model.modules():
+        loss = module.__dict__.pop("z_loss", None) if isinstance(module, MoAFFN) else None
+        if loss is not None:
+            total = total + loss
+    return total
+
+
 def build_ffn(config: FFNConfig, d_model: int) -> FeedForward:
     """Build the FFN that ``config`` describes for model width ``d_model``."""
     if not isinstance(config, FFNConfig):
@@ -201,6 +220,8 @@ def convert_ffn(source: FeedForward, config: FFNConfig) -> FeedForward:
     same mixing → parameters copied.
     """
     src = source.config
+    if "rms" in (src.dictionary_scale, config.dictionary_scale):
+        raise ValueError("function-preserving conversion needs dictionary_scale='none' on both sides")
     if src.kind != config.kind:
         raise ValueError(f"cannot convert kind {src.kind!r} to {config.kind!r}")
     dtype = source.w1.weight.dtype

@@ -16,7 +16,8 @@ Keys of the event (``L{i}`` is block i; ``{a}`` an activation of the dictionary)
   ``L{i}.gate_max_logit``, the largest |gate logit / τ| (the quantity a z-loss bounds).
 * ``L{i}.rms.{a}``: RMS of σ_a(z) with z = w1·x (how loud each activation is at the
   layer's actual pre-activations; ReLU² grows as z², the others at most as |z|);
-  ``L{i}.mix_rms.{a}``: RMS of its weighted term ``g_a(x)·σ_a(z)`` in the mixture;
+  ``L{i}.mix_rms.{a}``: RMS of its weighted term ``g_a(x)·σ_a(z)`` in the mixture
+  (divided by σ_a's Gaussian RMS under ``dictionary_scale="rms"``, as in the forward);
   ``L{i}.z_rms``: RMS of z itself.
 """
 
@@ -29,6 +30,7 @@ from typing import Optional
 import torch
 
 from moa.nn import ACTIVATIONS, LAFFN, MoAFFN
+from moa.nn.activations import gaussian_rms
 from moa.nn.ffn import normalize_gates
 
 Tensor = torch.Tensor
@@ -110,8 +112,9 @@ def ffn_statistics(ffn, x_ND: Tensor, prefix: str = "") -> dict[str, float]:
         out[f"{prefix}gate_mean.{name}"] = float(mean[a])
     for a, name in enumerate(names):
         s_NM = ACTIVATIONS[name](z_NM)
+        scale = gaussian_rms(name) if cfg.dictionary_scale == "rms" else 1.0
         out[f"{prefix}rms.{name}"] = _rms(s_NM)
-        out[f"{prefix}mix_rms.{name}"] = _rms(s_NM * w_NMK[..., a])
+        out[f"{prefix}mix_rms.{name}"] = _rms(s_NM * w_NMK[..., a]) / scale
     out[f"{prefix}z_rms"] = _rms(z_NM)
     return out
 

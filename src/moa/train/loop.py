@@ -25,7 +25,7 @@ import torch
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.data import TokenBatcher, count_utf8_bytes, prepare_data, val_batches
 from moa.model import Transformer, lm_loss, param_counts
-from moa.nn import moe_aux_loss, moe_metrics, moe_update_bias
+from moa.nn import gate_z_loss, moe_aux_loss, moe_metrics, moe_update_bias
 from moa.train import checkpoint as ckpt
 from moa.train import distributed as D
 from moa.train.gate_stats import gate_slice, gate_statistics, has_mixing
@@ -206,6 +206,7 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     params = [p for p in model.parameters() if p.requires_grad]
     is_moe = cfg.model.moe.enabled
     gate_x = gate_slice(val[0][0]).to(device) if val and has_mixing(model) else None
+    z_loss_on = cfg.model.gate_z_loss > 0
 
     def checkpoint(step: int, wall: float, train_s: float) -> None:
         meta = {"step": step, "vocab_size": cfg.model.vocab_size, "tokenizer": tok.spec, "wall_s": wall,
@@ -266,6 +267,8 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                 with _grad_sync(step_model, parallel, sync), _autocast(device, autocast_dtype):
                     loss = lm_loss(step_model(x), y)
                     objective = loss + moe_aux_loss(model) if is_moe else loss  # balance losses: trained, not reported
+                    if z_loss_on:  # MoA gate z-loss (model.gate_z_loss): trained, not reported
+                        objective = objective + gate_z_loss(model)
                     (objective / accum if accum > 1 else objective).backward()
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             if cfg.optim.grad_clip > 0:

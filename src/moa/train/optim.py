@@ -54,7 +54,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
         return {"params": [p for _, p in groups[key]], "weight_decay": cfg.weight_decay if decay else 0.0,
                 "name": key}
 
-    adam_groups = [group("embedding", True), group("no_decay", False), group("mixing", False), group("router", False)]
+    adam_groups = [group("embedding", True), group("no_decay", False),
+                   {**group("mixing", False), "lr": cfg.lr * cfg.mixing_lr_mult}, group("router", False)]
     optimizers = []
     if cfg.name == "muon":
         if groups["hidden"]:
