@@ -8,16 +8,16 @@ orthogonalises the shard, a different optimizer. :class:`Muon` here is the updat
 decoupled weight decay, Nesterov momentum; one process matches it bit for bit, tested)
 that also accepts FSDP2's sharded parameters (``DTensor``, ``Shard(d)`` on a 1-D mesh).
 
-Per step, for each hidden matrix ``W`` with gradient ``G`` (shapes: ``W``, ``G``, ``B`` are
-(A, B') full matrices; under FSDP2 each rank holds a row (or column) block of each):
+Per step, for each hidden matrix ``P`` with gradient ``G`` and momentum ``M`` (all (A, C)
+as full matrices; under FSDP2 each rank holds a row (or column) block of each):
 
 1. Momentum, on the local block (elementwise, so sharding does not change it)::
 
-       B ← μ B + (1 − μ) G          (lerp; torch.optim.Muon's convention)
-       U ← (1 − μ) G + μ B  if nesterov else  B
+       M ← μ M + (1 − μ) G          (lerp; torch.optim.Muon's convention)
+       U ← (1 − μ) G + μ M  if nesterov else  M
 
 2. Orthogonalise the whole ``U``: ``O = NS₅(U)`` in bf16 (as torch.optim.Muon).
-3. ``W ← (1 − lr·λ) W − lr·adjust(A, B') · O`` on the local block.
+3. ``P ← (1 − lr·λ) P − lr·adjust(A, C) · O`` on the local block.
 
 Step 2 under FSDP2: the matrices of the group are assigned to the W ranks of the mesh
 round-robin in parameter order (matrix i → rank i mod W; the order is the same on every
@@ -26,11 +26,14 @@ the values are exactly what one process would feed it) and one ``all_to_all_sing
 sends every block to its matrix's owner; the owner concatenates the blocks into the full
 matrix, runs Newton–Schulz once (no rank repeats another's work), and a second
 ``all_to_all_single`` returns each rank its block of ``O``. Communication per step and
-mesh: **two all-to-alls**, each moving about ``(W−1)/W² · Σ numel`` bf16 values per rank
-(the hidden matrices' elements over W ranks: a bf16 reduce-scatter's worth), plus no
-extra memory beyond one rank's share of full matrices. Parameters that are plain tensors
-(one process, or DDP, where every rank holds the same gradient after the all-reduce)
-are orthogonalised in place on each rank, as torch.optim.Muon does.
+mesh: **two all-to-alls**, in each of which a rank sends about ``(W−1)/W² · N`` bf16
+values (N: elements of all the group's matrices), 1/W of what FSDP2's gradient
+reduce-scatter of the same matrices already sends. Extra memory per rank: the bf16 full
+matrices it owns (about N/W values) and the send/receive buffers (N/W each). Round-robin
+in parameter order balances the Newton–Schulz work when, as here, the blocks repeat the
+same set of shapes. Parameters that are plain tensors (one process, or DDP, where every
+rank holds the same all-reduced gradient) are orthogonalised whole on each rank, as
+torch.optim.Muon does.
 
 The momentum buffer has the parameter's type (a ``DTensor`` under FSDP2), so
 ``torch.distributed.checkpoint`` saves and loads it sharded like any optimizer state;
