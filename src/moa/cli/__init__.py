@@ -1,7 +1,7 @@
 """The ``moa`` command: a thin root that wires one module per sub-command.
 
-User errors (bad keys, values, paths, run directories) print one line, ``moa: error: …``,
-and exit with status 2; set ``MOA_DEBUG=1`` for the traceback.
+User errors (bad keys, values, paths, run directories, a missing optional extra) print one
+line, ``moa: error: …``, and exit with status 2; set ``MOA_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def run_guarded(fn, args) -> int:
     except KeyboardInterrupt:
         print("moa: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, TrainingDiverged) as exc:
+    # the expected errors: bad values (ValueError and its subclasses: config, data, run-dir
+    # errors), files and directories (OSError), a missing optional extra (ImportError naming
+    # it), a diverged run; anything else is a bug and keeps its traceback
+    except (ValueError, OSError, ImportError, TrainingDiverged) as exc:
         if os.environ.get("MOA_DEBUG"):
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -22,11 +22,12 @@ __all__ = [
 
 from moa.nn.moe_config import MoEConfig, MoECost, moe_cost  # noqa: E402
 from moa.nn.moe import (  # noqa: E402
-    MoE, moe_aux_loss, moe_layers, moe_metrics, moe_reference_forward, moe_update_bias, router_parameter_names,
+    MoE, moe_aux_loss, moe_check_dispatch, moe_layers, moe_metrics, moe_reference_forward, moe_update_bias,
+    router_parameter_names,
 )
 
 __all__ += [
     "MoEConfig", "MoECost", "moe_cost",
-    "MoE", "moe_aux_loss", "moe_layers", "moe_metrics", "moe_reference_forward", "moe_update_bias",
+    "MoE", "moe_aux_loss", "moe_check_dispatch", "moe_layers", "moe_metrics", "moe_reference_forward", "moe_update_bias",
     "router_parameter_names",
 ]

@@ -151,6 +151,16 @@ class MoE(nn.Module):
             y_ND = y_ND + shared(x_ND)
         return y_ND.view(x.shape)
 
+    def check_dispatch(self, device: torch.device, dtype: torch.dtype, *, compiled: bool = False) -> None:
+        """ValueError if ``dispatch="grouped"`` cannot run on ``device`` in ``dtype`` (the
+        autocast dtype if any; ``compiled``: under torch.compile). The trainer calls this
+        before it creates a run directory; a forward that finds the same raises RuntimeError."""
+        if self.config.dispatch != "grouped":
+            return
+        why = grouped_mm_unsupported(self.expert_config, self.d_model, self.hidden_dim, device, dtype, compiled)
+        if why is not None:
+            raise ValueError(f"moe.dispatch='grouped' cannot run here: {why}; use dispatch='loop' or 'auto'")
+
     def _use_grouped(self, x: Tensor) -> bool:
         mode = self.config.dispatch
         if mode == "loop":
@@ -235,6 +245,12 @@ def moe_aux_loss(model: nn.Module) -> Tensor:
         return torch.zeros((), device=None if p is None else p.device)
     dtype = torch.promote_types(losses[0].dtype, torch.float32)  # float64 models stay float64
     return torch.stack([v.to(dtype) for v in losses]).sum()
+
+
+def moe_check_dispatch(model: nn.Module, device: torch.device, dtype: torch.dtype, *, compiled: bool = False) -> None:
+    """:meth:`MoE.check_dispatch` for every layer of ``model``."""
+    for layer in moe_layers(model):
+        layer.check_dispatch(device, dtype, compiled=compiled)
 
 
 @torch.no_grad()

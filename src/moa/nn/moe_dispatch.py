@@ -84,13 +84,16 @@ def compute_dtype(weight: Tensor, device: torch.device) -> torch.dtype:
 
 
 def grouped_mm_unsupported(ffn: FFNConfig, d_model: int, hidden: int, device: torch.device,
-                           dtype: torch.dtype) -> Optional[str]:
-    """Why :func:`experts_grouped` cannot run for these experts here (None: it can)."""
+                           dtype: torch.dtype, compiled: Optional[bool] = None) -> Optional[str]:
+    """Why :func:`experts_grouped` cannot run for these experts here (None: it can).
+
+    ``compiled``: whether it runs under torch.compile (None: whether it is tracing now)."""
+    compiled = torch.compiler.is_compiling() if compiled is None else compiled
     if not hasattr(torch, "_grouped_mm"):
         return f"torch {torch.__version__} has no torch._grouped_mm"
     if dtype not in GROUPED_MM_DTYPES:
         return f"torch._grouped_mm takes float32/bfloat16, not {dtype}"
-    if dtype != torch.bfloat16 and torch.compiler.is_compiling():
+    if dtype != torch.bfloat16 and compiled:
         return f"torch.compile traces torch._grouped_mm in bfloat16 only, not {dtype}"
     if device.type == "cuda" and torch.cuda.get_device_capability(device) < (9, 0):
         return "torch._grouped_mm's kernels need a CUDA device of compute capability >= 9.0"

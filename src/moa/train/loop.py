@@ -25,7 +25,7 @@ import torch
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.data import TokenBatcher, count_utf8_bytes, prepare_data, val_batches
 from moa.model import Transformer, lm_loss, param_counts
-from moa.nn import gate_z_loss, moe_aux_loss, moe_metrics, moe_update_bias
+from moa.nn import gate_z_loss, moe_aux_loss, moe_check_dispatch, moe_metrics, moe_update_bias
 from moa.train import checkpoint as ckpt
 from moa.train import distributed as D
 from moa.train.gate_stats import gate_slice, gate_statistics, has_mixing
@@ -100,6 +100,8 @@ def _autocast(device, dtype):
 
 
 def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.DistEnv) -> RunConfig:
+    """The run's config, after checking ``out`` can take it; creates nothing (see
+    :func:`_create_run_dir`, called once every configuration check has passed)."""
     if resume:
         if not (out / CONFIG).exists():
             raise RunDirError(f"cannot resume {out}: it has no {CONFIG} (not a moa run directory)")
@@ -112,10 +114,13 @@ def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.D
         return saved
     if out.exists() and (ckpt.has_checkpoint(out) or any((out / n).exists() for n in (SUMMARY, CONFIG))):
         raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
-    D.barrier(env)  # every rank has looked before rank 0 creates anything
+    return cfg
+
+
+def _create_run_dir(out: Path, env: D.DistEnv) -> None:
+    D.barrier(env)  # every rank has looked (and validated) before rank 0 creates anything
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    return cfg
 
 
 def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: bool = True,
@@ -179,6 +184,10 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
     counts = param_counts(model)
     step_model = D.parallelize(model, parallel, env, device, autocast_dtype)
     optimizers = build_optimizers(model, cfg.optim)
+    use_compile = tc.compile == "true" or (tc.compile == "auto" and device.type == "cuda")
+    moe_check_dispatch(model, device, autocast_dtype or model.embed.weight.dtype, compiled=use_compile)
+    if meta is None:  # every configuration error is raised above, before the run directory exists
+        _create_run_dir(out, env)
     start_step = 0
     wall_before = train_time_before = 0.0
     if meta is not None:
@@ -198,7 +207,6 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
         if tok.spec != "bytes" and hasattr(tok, "backend"):
             tok.backend.save(str(out / "tokenizer.json"))
 
-    use_compile = tc.compile == "true" or (tc.compile == "auto" and device.type == "cuda")
     if use_compile:
         step_model = torch.compile(step_model)
     logger = MetricsLogger(out, keep_until_step=start_step if resume else None) if env.is_main else None
