@@ -59,12 +59,12 @@ def tiny_model(seed: int = 0, **changes) -> Transformer:
 
 
 def write_run(run_dir: Path, model: Transformer, tokenizer, data: DataConfig = DataConfig(),
-              seq_len: int = 32) -> Path:
+              seq_len: int = 32, eval_tokens: int = 2048) -> Path:
     """A run directory as the trainer leaves it (config.json + checkpoint.pt [+ tokenizer.json])."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True)
     cfg = RunConfig(model=model.config, data=data,
-                    train=TrainConfig(tokens=4096, batch_size=4, seq_len=seq_len, eval_tokens=2048))
+                    train=TrainConfig(tokens=4096, batch_size=4, seq_len=seq_len, eval_tokens=eval_tokens))
     write_json(run_dir / CONFIG, cfg.to_dict())
     save_checkpoint(run_dir, {"step": 0, "vocab_size": model.config.vocab_size, "tokenizer": tokenizer.spec,
                               "model": model.state_dict(), "optimizers": [], "config": cfg.to_dict()})
