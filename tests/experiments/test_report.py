@@ -50,3 +50,13 @@ def test_missing_document_is_a_one_line_error(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "nope.md is not a file" in err
+
+
+def test_a_config_key_newer_than_the_results_is_ignored_only_at_its_preset_value():
+    from moa.experiments.report import _without_new_keys
+
+    preset = {"optim": {"lr": 1e-3, "mixing_lr_mult": 1.0}, "seed": 0}
+    stored = {"optim": {"lr": 2e-3}, "seed": 0}  # written before mixing_lr_mult existed
+    assert _without_new_keys({"optim": {"lr": 2e-3, "mixing_lr_mult": 1.0}, "seed": 0}, stored, preset) == stored
+    changed = _without_new_keys({"optim": {"lr": 2e-3, "mixing_lr_mult": 0.5}, "seed": 0}, stored, preset)
+    assert changed != stored and changed["optim"]["mixing_lr_mult"] == 0.5

@@ -83,6 +83,9 @@ def command_problems(argv: list[str], root: Path) -> list[str]:
     stored = json.loads(path.read_text())
     problems = []
     base = json.loads(dumps(apply_overrides(get_preset(args.preset), args.overrides)))
+    # a config key added after the experiment ran is absent from its base_config: it ran with the
+    # key's behaviour from before, i.e. the preset's value, so only a command changing it differs
+    base = _without_new_keys(base, stored["base_config"], json.loads(dumps(get_preset(args.preset))))
     if base != stored["base_config"]:
         diffs = _diff(base, stored["base_config"])
         problems.append(f"`{line}`: its run config differs from {path}'s base_config ({'; '.join(diffs[:3])})")
@@ -93,6 +96,20 @@ def command_problems(argv: list[str], root: Path) -> list[str]:
     if sweep != stored[key]:
         problems.append(f"`{line}`: its {key} {sweep} differs from {path}'s {stored[key]}")
     return problems
+
+
+def _without_new_keys(cfg: dict, stored: dict, preset: dict) -> dict:
+    """``cfg`` without the keys ``stored`` lacks where ``cfg`` keeps the ``preset``'s value."""
+    out = {}
+    for key, value in cfg.items():
+        if key not in stored:
+            if value != preset.get(key):
+                out[key] = value
+        elif isinstance(value, dict) and isinstance(stored[key], dict):
+            out[key] = _without_new_keys(value, stored[key], preset.get(key) or {})
+        else:
+            out[key] = value
+    return out
 
 
 def _diff(a, b, prefix: str = "") -> list[str]:

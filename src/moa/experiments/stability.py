@@ -1,0 +1,107 @@
+"""Seed-stability study of MoA runs: final losses and gate statistics per configuration and seed.
+
+Reads training runs named ``<config>-s<seed>`` under ``DIR/runs`` (their ``summary.json``
+and ``metrics.jsonl``, whose ``gates`` events come from :mod:`moa.train.gate_stats`), and
+writes ``DIR/stability.md`` (per configuration: final val loss per seed, mean ± std, and
+the last evaluation's gate entropy, max |logit| and dominant activation per layer) and
+``DIR/stability.png`` (validation loss and layer-wise gate entropy over training, one
+line per seed). ``python -m moa.experiments.stability docs/results/stability``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from moa.experiments.sweep import mean_std
+from moa.train.records import SUMMARY, read_json, read_metrics
+
+RUN = re.compile(r"(.+)-s(\d+)$")
+
+
+def collect(root: Path) -> dict[str, dict[int, dict]]:
+    """``{config: {seed: {"summary", "evals", "gates"}}}`` of the finished runs under ``root/runs``."""
+    found: dict[str, dict[int, dict]] = defaultdict(dict)
+    for run in sorted((Path(root) / "runs").iterdir()):
+        m = RUN.match(run.name)
+        if not m or not (run / SUMMARY).exists():
+            continue
+        events = read_metrics(run)
+        found[m.group(1)][int(m.group(2))] = {
+            "summary": read_json(run / SUMMARY),
+            "evals": [e for e in events if e["event"] == "eval"],
+            "gates": [e for e in events if e["event"] == "gates"],
+        }
+    if not found:
+        raise FileNotFoundError(f"{root}/runs holds no finished run named <config>-s<seed>")
+    return dict(found)
+
+
+def layers(gates: dict) -> list[int]:
+    return sorted({int(k.split(".")[0][1:]) for k in gates if k.startswith("L") and "." in k})
+
+
+def table(study: dict[str, dict[int, dict]]) -> str:
+    lines = ["| configuration | final val loss per seed | mean ± std | last eval: per layer normalised gate entropy, "
+             "max abs logit, most-chosen activation (share of tokens) |", "|---|---|---|---|"]
+    for name, seeds in study.items():
+        losses = [seeds[s]["summary"]["final_val_loss"] for s in sorted(seeds)]
+        m, sd = mean_std(losses)
+        per_seed = ", ".join(f"s{s}: {seeds[s]['summary']['final_val_loss']:.4f}" for s in sorted(seeds))
+        gate_cells = []
+        for s in sorted(seeds):
+            g = seeds[s]["gates"][-1] if seeds[s]["gates"] else {}
+            parts = []
+            for layer in layers(g):
+                top = {k.rsplit(".", 1)[1]: v for k, v in g.items() if k.startswith(f"L{layer}.gate_top1.")}
+                best = max(top, key=top.get)
+                parts.append(f"L{layer} {g[f'L{layer}.gate_entropy']:.2f}/{g[f'L{layer}.gate_max_logit']:.1f}/"
+                             f"{best} {top[best]:.0%}")
+            gate_cells.append(f"s{s}: " + "; ".join(parts))
+        lines.append(f"| {name} | {per_seed} | {m:.4f} ± {sd:.4f} | {'<br>'.join(gate_cells)} |")
+    return "\n".join(lines)
+
+
+def plot(study: dict[str, dict[int, dict]], path: Path) -> None:
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
+
+    names = list(study)
+    n_layers = max((len(layers(r["gates"][-1])) for c in study.values() for r in c.values() if r["gates"]), default=0)
+    fig = Figure(figsize=(4.2 * (1 + n_layers), 3.2 * len(names)))
+    axes = fig.subplots(len(names), 1 + n_layers, squeeze=False)
+    for row, name in enumerate(names):
+        for s, run in sorted(study[name].items()):
+            ax = axes[row][0]
+            ax.plot([e["step"] for e in run["evals"]], [e["val_loss"] for e in run["evals"]], "o-", ms=3, label=f"seed {s}")
+            ax.set_title(f"{name}: val loss")
+            for layer in range(n_layers):
+                ax = axes[row][1 + layer]
+                ax.plot([g["step"] for g in run["gates"]], [g[f"L{layer}.gate_entropy"] for g in run["gates"]], "o-",
+                        ms=3, label=f"seed {s}")
+                ax.set_title(f"{name}: layer {layer} gate entropy / log K")
+                ax.set_ylim(0, 1)
+        for ax in axes[row]:
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m moa.experiments.stability", description=__doc__.splitlines()[0])
+    p.add_argument("dir", type=Path, help="study folder with runs/<config>-s<seed>/")
+    args = p.parse_args(argv)
+    study = collect(args.dir)
+    text = table(study)
+    (args.dir / "stability.md").write_text(text + "\n")
+    plot(study, args.dir / "stability.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
