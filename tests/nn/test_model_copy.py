@@ -16,9 +16,10 @@ MOES = {
 }
 
 
-def trained(moe: MoEConfig) -> Transformer:
+def trained(moe: MoEConfig, **model_options) -> Transformer:
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=V, d_model=32, n_layers=2, n_heads=2, ffn="moa-glu", moe=moe))
+    model = Transformer(ModelConfig(vocab_size=V, d_model=32, n_layers=2, n_heads=2, ffn="moa-glu", moe=moe,
+                                    **model_options))
     x, y = torch.randint(0, V, (2, 8)), torch.randint(0, V, (2, 8))
     for _ in range(2):
         loss = lm_loss(model(x), y)
@@ -47,3 +48,16 @@ def test_deepcopy_after_forward_and_backward(name):
         assert moe_aux_loss(model).requires_grad == (MOES[name].balance == "aux" or MOES[name].z_coef > 0)
     lm_loss(out, x).backward()
 
+
+
+@pytest.mark.parametrize("name", ["dense", "moe-aux"])
+def test_deepcopy_with_gate_z_loss(name):
+    """MoA FFNs keep their gate z-loss from a training forward until ``gate_z_loss(model)``
+    collects it; a copy taken in between holds its value, not the graph."""
+    model = trained(MOES[name], gate_z_loss=1e-3)
+    clone = copy.deepcopy(model)
+    x = torch.randint(0, V, (3, 8))
+    with torch.no_grad():
+        assert torch.equal(clone.eval()(x), model.eval()(x))
+    copied = [m.__dict__.get("z_loss") for m in clone.modules() if hasattr(m, "gate")]
+    assert any(z is not None for z in copied) and all(z is None or z.grad_fn is None for z in copied)

@@ -119,6 +119,14 @@ class MoAFFN(FeedForward):
         """Per-token gates, shape (..., G, K), for ``x`` of shape (..., d_model)."""
         return normalize_gates(self.gate(x), self.config)
 
+    def __getstate__(self) -> dict:
+        """Copies (``copy.deepcopy``, pickling) keep a pending ``z_loss`` as a value: it
+        belongs to the autograd graph of the last forward, which a copy cannot share."""
+        state = super().__getstate__()
+        if state.get("z_loss") is not None:
+            state["z_loss"] = state["z_loss"].detach()
+        return state
+
     def forward(self, x: Tensor) -> Tensor:
         logits = self.gate(x)
         if self.training and self.config.gate_z_loss > 0:  # collected by gate_z_loss(model)
