@@ -1,4 +1,4 @@
-"""Imports flow one way (docs/DESIGN.md, layers): nothing imports the CLI, and moa.nn imports only torch.
+"""Imports flow one way (docs/DESIGN.md §1): nothing imports the CLI, and moa.nn imports only torch.
 
 The source tree is read with ``ast``, so an import inside a function counts as much as one
 at the top of a module.

@@ -37,7 +37,7 @@ class OptimConfig:
 
     ``lr`` is the AdamW learning rate; Muon uses the same ``lr`` with torch's
     ``adjust_lr_fn="match_rms_adamw"`` so one value serves both. ``weight_decay`` applies
-    to matrices only (never to norms, biases, LA coefficients or gates, MOA.md §1).
+    to matrices only (never to norms, biases, LA coefficients or gates, docs/DESIGN.md §6.1).
     """
 
     name: str = "adamw"

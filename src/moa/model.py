@@ -1,4 +1,4 @@
-"""Decoder-only language model, Llama-style, with any FFN of :mod:`moa.nn` (MOA.md §2).
+"""Decoder-only language model, Llama-style, with any FFN of :mod:`moa.nn` (docs/DESIGN.md §4).
 
 Token embedding → L × [RMSNorm → causal self-attention (RoPE, SDPA, optional GQA) →
 residual; RMSNorm → FFN → residual] → RMSNorm → LM head (tied to the embedding by
@@ -39,7 +39,7 @@ class ModelConfig:
     ``gate_z_loss`` (stability options, :class:`moa.nn.FFNConfig`) override the preset's
     (the gate options only matter for MoA, ``la_granularity`` only for LA).
     moe: ``moe.num_experts > 0`` turns every block's FFN into an MoE layer whose experts
-    are ``ffn`` FFNs (MOA.md §3; :class:`moa.nn.MoEConfig`).
+    are ``ffn`` FFNs (docs/DESIGN.md §5; :class:`moa.nn.MoEConfig`).
     """
 
     vocab_size: Optional[int] = None

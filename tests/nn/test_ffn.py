@@ -202,7 +202,7 @@ def test_parameter_counts_and_overhead():
             assert cost.params == sum(p.numel() for p in ffn.parameters())
             mixing = sum(p.numel() for n, p in ffn.named_parameters() if n in mixing_parameter_names(ffn))
             assert cost.mixing_params == mixing
-    # MoA adds exactly G·K·(d+1) parameters over the same-type baseline (MOA.md §1)
+    # MoA adds exactly G·K·(d+1) parameters over the same-type baseline (docs/DESIGN.md §3.2)
     d, G, K = 64, 4, 4
     assert ffn_cost(ffn_config("moa-glu", gate_groups=G), d).params - ffn_cost(ffn_config("swiglu"), d).params == G * K * (d + 1)
     assert ffn_cost(ffn_config("la-mlp"), d).params - ffn_cost(ffn_config("relu"), d).params == K

@@ -1,4 +1,4 @@
-"""``moa expressivity``: the fixed ⊂ LA ⊂ MoA regression experiment (MOA.md §8), tables and plot."""
+"""``moa expressivity``: the fixed ⊂ LA ⊂ MoA regression experiment (docs/DESIGN.md §10.3), tables and plot."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``moa gates``: gate statistics of a trained MoA run on its validation data (MOA.md §8)."""
+"""``moa gates``: gate statistics of a trained MoA run on its validation data (docs/DESIGN.md §10.4)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Experiments: compare, scale, expressivity and gate analysis (MOA.md §8)."""
+"""Experiments: compare, scale, expressivity and gate analysis (docs/DESIGN.md §10)."""

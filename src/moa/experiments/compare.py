@@ -1,4 +1,4 @@
-"""``compare``: FFN variants on identical data, token budget and seeds, each LR-tuned (docs/DESIGN.md).
+"""``compare``: FFN variants on identical data, token budget and seeds, each LR-tuned (docs/DESIGN.md §10.1).
 
 Protocol (the same for every variant, so the comparison is fair; protocol 2 of
 ``docs/RESULTS.md``):

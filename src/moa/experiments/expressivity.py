@@ -1,4 +1,4 @@
-"""Expressivity (MOA.md §8): synthetic regression showing fixed σ ⊂ LA ⊂ MoA at fixed width.
+"""Expressivity (docs/DESIGN.md §10.3): synthetic regression showing fixed σ ⊂ LA ⊂ MoA at fixed width.
 
 Student–teacher regression with the library's own FFN modules (Type-I "mlp", bias-free,
 ``d_model = 8``). Both teachers are built from the real layers:
@@ -365,7 +365,7 @@ def format_tables(results: dict) -> str:
     cfg = results["config"]
     widths, summary = cfg["widths"], results["summary"]
     n_seeds = len(cfg["seeds"])
-    lines = [f"# Expressivity: fixed σ ⊂ LA ⊂ MoA (MOA.md §8)", "",
+    lines = [f"# Expressivity: fixed σ ⊂ LA ⊂ MoA (docs/DESIGN.md §10.3)", "",
              f"Relative train-MSE floor (MSE / mean y², min over the run), mean ± std over {n_seeds} seed(s); "
              f"d_model={cfg['d_model']}, {cfg['samples']} samples, {cfg['steps']} full-batch Adam steps, "
              f"lr {cfg['lr']:g}. Columns are student hidden widths.", ""]

@@ -1,4 +1,4 @@
-"""``gates``: what a trained MoA model's gates do on held-out text (MOA.md §8).
+"""``gates``: what a trained MoA model's gates do on held-out text (docs/DESIGN.md §10.4).
 
 For every MoA FFN of the model (the FFN of each dense block; in an MoE layer every routed
 expert, on the tokens routed to it, and every shared expert) the FFN's input is captured

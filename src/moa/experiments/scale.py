@@ -1,4 +1,4 @@
-"""``scale``: FFN variants across model sizes at a fixed tokens-per-parameter ratio (docs/DESIGN.md).
+"""``scale``: FFN variants across model sizes at a fixed tokens-per-parameter ratio (docs/DESIGN.md §10.2).
 
 Every size trains each variant with the same data and report seeds (0 … S−1) for
 ``tokens_per_param × non-embedding parameters of the first variant`` tokens, so all

@@ -1,4 +1,4 @@
-"""Fit ``L(N) = E + A·N^(−α)`` and turn fits into compute multipliers (MOA.md §8).
+"""Fit ``L(N) = E + A·N^(−α)`` and turn fits into compute multipliers (docs/DESIGN.md §10.2).
 
 For fixed α the model is linear in (E, A), so the fit is a 1-D search over α (a log-grid
 scan refined by golden-section search) with exact least squares for E and A inside —

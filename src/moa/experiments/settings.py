@@ -3,7 +3,7 @@
 ``moa compare`` and ``moa scale`` (:mod:`moa.cli`) add these arguments to their parsers,
 and :mod:`moa.experiments.report` parses the commands printed in a results document with
 the same definitions, so a printed command and the stored experiment are compared through
-one code path without the experiments layer importing the CLI (docs/DESIGN.md, layers).
+one code path without the experiments layer importing the CLI (docs/DESIGN.md §1).
 Only argparse is imported at module level: ``moa -h`` stays fast.
 """
 

@@ -1,4 +1,4 @@
-"""Hugging Face interoperability (docs/DESIGN.md §Hugging Face).
+"""Hugging Face interoperability (docs/DESIGN.md §11).
 
 * :func:`export_run` — a moa run directory → a ``transformers`` model directory
   (``LlamaForCausalLM`` for dense fixed-σ GLU runs, else ``MoaForCausalLM`` with its

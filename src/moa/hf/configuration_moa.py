@@ -1,6 +1,6 @@
 """Configurations of moa's Hugging Face architectures: Llama-family models whose MLPs are
 fixed-σ, learnable-activation (LA) or mixture-of-activations (MoA) FFNs, optionally inside
-a top-k Mixture of Experts (arXiv 2605.26647; moa's docs/DESIGN.md §Hugging Face).
+a top-k Mixture of Experts (arXiv 2605.26647; moa's docs/DESIGN.md §11).
 
 This file is shipped next to exported weights as ``trust_remote_code`` code, so it imports
 only ``transformers``. Each config is its base config plus two plain-dict attributes:

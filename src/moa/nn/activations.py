@@ -84,11 +84,11 @@ _ENTRIES = (
 #: name -> activation; every entry is an elementwise function ``Tensor -> Tensor``.
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in _ENTRIES}
 
-#: The paper's default dictionary for LA and MoA (MOA.md §1).
+#: The paper's default dictionary for LA and MoA (docs/DESIGN.md §3.2).
 def gaussian_rms(name: str) -> float:
     """``sqrt(E[σ(z)²])`` for z ~ N(0, 1): the scale of σ at unit-variance pre-activations.
 
-    Used by ``dictionary_scale="rms"`` (docs/DESIGN.md, stability options) to divide each
+    Used by ``dictionary_scale="rms"`` (docs/DESIGN.md §3.6) to divide each
     σ_k by a constant so every dictionary entry is equally loud at init. Computed once in
     float64 by the trapezoid rule on [−12, 12] (tails below 1e-30); e.g. relu √(1/2),
     relu2 √(3/2) in closed form.

@@ -1,6 +1,6 @@
 """FFN configuration: a frozen, validated dataclass and the named presets.
 
-Design choices the paper's abstract leaves open, written down here (MOA.md §1):
+Design choices the paper's abstract leaves open, written down here (docs/DESIGN.md §3.3):
 
 * ``init="uniform"`` starts LA at ``a_k = 1/K`` and MoA at ``W_g = 0, b_g = 0`` (uniform
   gates under softmax, ``1/K`` under "none", ``sigmoid(0)=1/2`` under sigmoid), i.e. MoA
@@ -38,7 +38,7 @@ def _one_of(field: str, value, choices) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class FFNConfig:
-    """One feed-forward block (MOA.md §1).
+    """One feed-forward block (docs/DESIGN.md §3).
 
     kind: "mlp" (Type-I, ``w2 σ(w1 x)``) or "glu" (Type-II, ``w3 (σ(w1 x) ⊙ w2 x)``).
     mixing: "fixed" (one σ), "la" (learned ``Σ a_k σ_k``), "moa" (per-token gates ``g(x)``).

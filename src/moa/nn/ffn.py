@@ -1,6 +1,6 @@
 """Feed-forward blocks: fixed σ, learnable activations (LA) and mixture of activations (MoA).
 
-Notation follows the paper (MOA.md §1). Bias-free linear layers:
+Notation follows the paper (docs/DESIGN.md §3.1). Bias-free linear layers:
 
 * Type-I, ``kind="mlp"``:  ``f(x) = w2(σ(w1 x))``,            w1: d→m, w2: m→d
 * Type-II, ``kind="glu"``: ``f(x) = w3(σ(w1 x) ⊙ w2 x)``,     w1, w2: d→m, w3: m→d
@@ -222,7 +222,7 @@ def convert_ffn(source: FeedForward, config: FFNConfig) -> FeedForward:
     """A new FFN of ``config`` that computes the same function as ``source``.
 
     The linear projections are copied (same kind and width required). The mixing is set
-    so the function is preserved (MOA.md §1, containment fixed ⊂ LA ⊂ MoA):
+    so the function is preserved (docs/DESIGN.md §3.3, containment fixed ⊂ LA ⊂ MoA):
     fixed σ_j → LA/MoA one-hot on σ_j; LA → MoA with zero gate weights and biases from
     the LA coefficients (layer granularity: any G; channel: G must equal m);
     same mixing → parameters copied.

@@ -8,7 +8,7 @@ K activations in the dictionary, D model width.
 * LA, channel granularity: ``c`` is ``(1, m, K)``, i.e. G = m groups of one unit.
 
 A plain autograd graph of the sum keeps each ``σ_k(z)`` (and often its input) for
-backward: K extra hidden-size tensors per layer (MOA.md §1, "Efficiency"). Two custom
+backward: K extra hidden-size tensors per layer (docs/DESIGN.md §3.4). Two custom
 autograd functions avoid that by recomputing ``σ_k(z)`` and ``σ_k'(z)`` in backward:
 
 * :class:`MixActivations` returns ``h`` and saves only ``z`` and ``c``.

@@ -1,4 +1,4 @@
-"""Mixture-of-Experts FFN layer whose experts are fixed, LA or MoA FFNs (MOA.md §3).
+"""Mixture-of-Experts FFN layer whose experts are fixed, LA or MoA FFNs (docs/DESIGN.md §5).
 
 Shapes (legend): N tokens, D model width, E routed experts, k = top_k slots per token,
 R = N·k routed rows.

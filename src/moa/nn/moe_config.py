@@ -1,4 +1,4 @@
-"""Mixture-of-Experts configuration and accounting (MOA.md §3).
+"""Mixture-of-Experts configuration and accounting (docs/DESIGN.md §5).
 
 :class:`MoEConfig` is frozen, keyword-only and validated in ``__post_init__``.
 ``num_experts=0`` means "no MoE" for a model (the dense FFN is used); building an
@@ -43,7 +43,7 @@ def _int_at_least(field: str, value, low: int) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class MoEConfig:
-    """A token-choice top-k MoE layer (MOA.md §3).
+    """A token-choice top-k MoE layer (docs/DESIGN.md §5.1).
 
     num_experts: E routed experts; 0 means "no MoE" (a model uses its dense FFN).
     top_k: experts per token (1 <= top_k <= num_experts).

@@ -1,4 +1,4 @@
-"""Dropless expert computation on tokens sorted by expert (MOA.md §3).
+"""Dropless expert computation on tokens sorted by expert (docs/DESIGN.md §5.2).
 
 Shapes (legend): R routed rows = N tokens · k slots, sorted so that expert e's rows are
 the contiguous block ``[offs[e-1], offs[e])``; D model width; M expert hidden width;

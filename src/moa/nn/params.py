@@ -1,6 +1,6 @@
 """Which parameters are LA coefficients or MoA gates, for the optimizer.
 
-MOA.md §1: gate and LA parameters get no weight decay and are optimised by AdamW even
+docs/DESIGN.md §3.5: gate and LA parameters get no weight decay and are optimised by AdamW even
 when the matrices use Muon. Names are resolved on the unwrapped model (before DDP/FSDP),
 by module type, so a user's own module named "gate" is never mistaken for one.
 """

@@ -1,4 +1,4 @@
-"""Training: optimizers, schedules, checkpoints, run records and the loop (MOA.md §4)."""
+"""Training: optimizers, schedules, checkpoints, run records and the loop (docs/DESIGN.md §6)."""
 
 from moa.train.loop import Evaluation, RunDirError, TrainingDiverged, evaluate, train
 

@@ -1,4 +1,4 @@
-"""Scale-out with torch.distributed, applied from outside the model (MOA.md §5).
+"""Scale-out with torch.distributed, applied from outside the model (docs/DESIGN.md §8).
 
 The trainer runs unchanged under ``torchrun``: :func:`init_distributed` reads torchrun's
 environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), :func:`parallelize` wraps a

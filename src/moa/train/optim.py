@@ -1,4 +1,4 @@
-"""Optimizers and their parameter groups (MOA.md §4).
+"""Optimizers and their parameter groups (docs/DESIGN.md §6.1).
 
 Groups, decided by name on the unwrapped model:
 
@@ -9,7 +9,7 @@ Groups, decided by name on the unwrapped model:
   orthogonalised update is meant for hidden matrices, not lookup tables).
 * ``no_decay``: norms, biases and every other 1-D or scalar parameter. AdamW, no decay.
 * ``mixing``: LA coefficients and MoA gates (:func:`moa.nn.mixing_parameter_names`).
-  AdamW, no decay, even under Muon (MOA.md §1).
+  AdamW, no decay, even under Muon (docs/DESIGN.md §3.5).
 * ``router``: MoE router weights: AdamW, no decay (a small classifier whose logits set the
   load balance; Muon's orthogonalised update and decay toward zero would both distort it).
 """

@@ -1,4 +1,4 @@
-"""What a run leaves behind: config, environment, metrics stream, summary (STYLE.md 8).
+"""What a run leaves behind: config, environment, metrics stream, summary (docs/DESIGN.md §7).
 
 ``metrics.jsonl`` holds one JSON object per log or eval event; TensorBoard event files
 mirror its numbers under ``tb/``. Reports are computed from these files only.

@@ -4,7 +4,7 @@
 the model a :class:`RunConfig` describes (built on the meta device, nothing allocated);
 :func:`load_run` rebuilds a trained run's model and tokenizer from its directory
 (``config.json`` plus the last checkpoint, or ``model.pt`` for FSDP runs). Both sit below the CLI so that experiments
-(``moa.experiments``) and commands (``moa.cli``) share them; see docs/DESIGN.md (layers).
+(``moa.experiments``) and commands (``moa.cli``) share them; see docs/DESIGN.md §1.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Learning-rate schedules as a pure function of the step (MOA.md §4).
+"""Learning-rate schedules as a pure function of the step (docs/DESIGN.md §6.2).
 
 A function of (step, total steps) needs no state of its own, so a resumed run only has
 to remember the step. All schedules warm up linearly over ``warmup`` of the steps.
