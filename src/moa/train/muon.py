@@ -133,7 +133,7 @@ class Muon(torch.optim.Optimizer):
         lr, wd, mu = group["lr"], group["weight_decay"], group["momentum"]
         params, updates = [], []
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None:  # the same on every rank under FSDP2 (grads come from a collective reduce-scatter)
                 continue
             if p.grad.is_sparse or torch.is_complex(p):
                 raise RuntimeError("Muon supports dense real parameters only")
