@@ -13,7 +13,7 @@ import pytest
 import moa.data.pretokenize as pretokenize_module
 from moa.data import DataConfig, DataError, prepare_data
 from moa.data.pretokenize import pretokenize
-from moa.data.shards import read_shard_info
+from moa.data.shards import ShardWriter, read_shard_info
 from moa.data.sources import load_corpus, stdlib_root
 
 SHARD = 4000  # tokens per shard: many shards, documents straddling their edges
@@ -73,23 +73,24 @@ def test_interrupted_prepare_resumes_to_identical_output(tmp_path, monkeypatch, 
     pretokenize(config, tmp_path / "full", workers=1, shard_tokens=SHARD)
 
     calls = {"n": 0}
-    target = "write_shard" if where == "shard" else "atomic_write_json"
-    real = getattr(pretokenize_module, target)
+    owner, target = (ShardWriter, "commit") if where == "shard" else (pretokenize_module, "atomic_write_json")
+    real = getattr(owner, target)
 
-    def crash_on_fourth(path, *args):
+    def crash_on_fourth(first, *args):
         # the first atomic_write_json is the initial progress file; shards come after it
-        if target == "write_shard" or path.name == "progress.json":
+        if where == "shard" or first.name == "progress.json":
             calls["n"] += 1
-            if calls["n"] == 4 + (target == "atomic_write_json"):
+            if calls["n"] == 4 + (where == "progress"):
                 raise _Interrupt
-        return real(path, *args)
+        return real(first, *args)
 
     cut = tmp_path / "cut"
     with monkeypatch.context() as patch:
-        patch.setattr(pretokenize_module, target, crash_on_fourth)
+        patch.setattr(owner, target, crash_on_fourth)
         with pytest.raises(_Interrupt):
             pretokenize(config, cut, workers=1, shard_tokens=SHARD)
     assert (cut / "progress.json").exists() and not (cut / "manifest.json").exists()
+    assert not list(cut.glob(".*.tmp"))  # the unfinished shard's temporary file is gone
     with pytest.raises(DataError, match="unfinished moa prepare"):
         prepare_data(DataConfig(source=f"prepared:{cut}", tokenizer="bpe:300"))
 
@@ -101,6 +102,7 @@ def test_interrupted_prepare_resumes_to_identical_output(tmp_path, monkeypatch, 
         return real_encode(tokenizer, docs, dtype)
 
     monkeypatch.setattr(pretokenize_module, "encode_documents", counting)
+    (cut / ".train_000009.bin.1.deadbeef.tmp").write_bytes(b"left by a killed run")
     monkeypatch.setattr(pretokenize_module, "train_bpe", lambda *a: pytest.fail("the tokenizer was retrained"))
     pretokenize(config, cut, workers=0, shard_tokens=SHARD)
     assert _files(cut) == _files(tmp_path / "full")

@@ -14,7 +14,6 @@ several is a :class:`~moa.data.shards.ShardedTokens` view over their memmaps.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,8 +28,6 @@ from moa.data.shards import concat_tokens, list_shards, read_shard_info, shards_
 from moa.data.sources import plan_source
 from moa.data.tokenizer import (ByteTokenizer, HFTokenizer, Tokenizer, bpe_tokenizer, count_utf8_bytes,
                                 load_hf_tokenizer, load_tokenizer)
-
-log = logging.getLogger(__name__)
 
 TOKENS_CACHE_FORMAT = "moa-tokens-v2"
 # Tokens scanned at a time when checking or counting large shards.

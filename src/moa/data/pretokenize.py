@@ -14,8 +14,8 @@ and groups consecutive documents of one split into chunks of about ``CHUNK_CHARS
 characters; N worker processes encode chunks (each document followed by the tokenizer's
 separator, the end-of-text token); the main process takes results in submission order
 from a queue of at most ``2N + 2`` chunks, so memory stays bounded whatever the corpus
-size, and cuts each split's token stream into shards. Every shard is written to a
-temporary file and renamed into place.
+size, and cuts each split's token stream into shards. Every shard is streamed to a temporary
+file (never held in memory) and renamed into place once full.
 
 Determinism: chunks do not depend on N, and a document's ids do not depend on the other
 documents of its chunk, so the shards are byte-identical for any ``--workers``.
@@ -47,7 +47,7 @@ import numpy as np
 
 from moa.data.cache import atomic_write_bytes, atomic_write_json, read_json, token_dtype
 from moa.data.config import DataConfig, DataError
-from moa.data.shards import read_shard_info, write_shard
+from moa.data.shards import ShardWriter, read_shard_info
 from moa.data.sources import SourcePlan, iter_documents, plan_source
 from moa.data.tokenizer import (ByteTokenizer, Tokenizer, bpe_tokenizer, load_hf_tokenizer, tokenizer_from_payload,
                                 tokenizer_payload, train_bpe)
@@ -121,6 +121,8 @@ def pretokenize(config: DataConfig, out: str | Path, *, workers: Optional[int] =
         small = plan.files and sum(m["bytes"] for m in plan.manifest) < AUTO_INPROCESS_BYTES
         workers = 0 if small else min(os.cpu_count() or 1, 8)
 
+    for stale in out.glob(".*_*.bin.*.tmp"):  # an unfinished shard of a killed run
+        stale.unlink()
     writers = {name: _SplitWriter(out, name, shard_tokens, dtype, _intact(out, state["splits"][name], dtype))
                for name in SPLITS}
 
@@ -130,9 +132,13 @@ def pretokenize(config: DataConfig, out: str | Path, *, workers: Optional[int] =
 
     for w in writers.values():
         w.on_commit = save_progress
-    _run(plan, tokenizer, writers, workers, dtype, progress)
-    for w in writers.values():
-        w.finish()
+    try:
+        _run(plan, tokenizer, writers, workers, dtype, progress)
+        for w in writers.values():
+            w.finish()
+    finally:
+        for w in writers.values():
+            w.discard()
 
     files = {"train": 0, "val": 0}
     for m in plan.manifest:
@@ -235,9 +241,17 @@ class _SplitWriter:
         # Counts over documents before resume_doc (whole documents, however they are sharded).
         self.documents, self.chars, self.bytes = last["documents"], last["chars"], last["bytes"]
         self.tokens = sum(s["tokens"] for s in done)
-        self.buffer: list[np.ndarray] = []
-        self.buffered = 0
+        self.current: Optional[ShardWriter] = None  # the shard being written, streamed to a temp file
         self.on_commit = lambda: None
+
+    def _write(self, ids: np.ndarray) -> None:
+        if self.current is None:
+            self.current = ShardWriter(self.out / shard_name(self.name, len(self.shards)), self.dtype)
+        self.current.write(ids)
+
+    @property
+    def buffered(self) -> int:
+        return self.current.count if self.current is not None else 0
 
     def add(self, start: int, ids: np.ndarray, tok_lens: np.ndarray, byte_lens: np.ndarray,
             char_lens: np.ndarray) -> None:
@@ -252,15 +266,14 @@ class _SplitWriter:
         pos = 0
         while self.buffered + len(ids) - pos >= self.shard_tokens:
             take = self.shard_tokens - self.buffered
-            self.buffer.append(ids[pos:pos + take])
+            self._write(ids[pos:pos + take])
             pos += take
             j = int(np.searchsorted(ends, pos, side="right"))  # first document not wholly before the cut
             self._commit(next_doc=start + j, skip=int(pos - ends[j - 1] if j else pos + dropped),
                          documents=self.documents + j, chars=self.chars + int(char_lens[:j].sum()),
                          bytes=self.bytes + int(byte_lens[:j].sum()))
         if pos < len(ids):
-            self.buffer.append(ids[pos:])
-            self.buffered += len(ids) - pos
+            self._write(ids[pos:])
         self.documents += len(tok_lens)
         self.chars += int(char_lens.sum())
         self.bytes += int(byte_lens.sum())
@@ -270,13 +283,18 @@ class _SplitWriter:
             self._commit(next_doc=self.documents, skip=0, documents=self.documents, chars=self.chars, bytes=self.bytes)
 
     def _commit(self, **position) -> None:
-        ids = np.concatenate(self.buffer)
-        name = shard_name(self.name, len(self.shards))
-        write_shard(self.out / name, ids, self.dtype)
-        self.tokens += len(ids)
-        self.shards.append({"path": name, "tokens": int(len(ids)), **position})
-        self.buffer, self.buffered = [], 0
+        shard = self.current
+        shard.commit()
+        self.current = None
+        self.tokens += shard.count
+        self.shards.append({"path": shard.path.name, "tokens": int(shard.count), **position})
         self.on_commit()
+
+    def discard(self) -> None:
+        """Delete the temporary file of an unfinished shard (after an error)."""
+        if self.current is not None:
+            self.current.discard()
+            self.current = None
 
     def totals(self) -> dict:
         return {"documents": self.documents, "chars": self.chars, "bytes": self.bytes, "tokens": self.tokens}

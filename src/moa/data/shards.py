@@ -116,23 +116,47 @@ def read_shard_info(path: Path, dtype: Optional[str] = None, rel: Optional[str] 
     return Shard(rel, path, dtype, 0, size // itemsize)
 
 
+class ShardWriter:
+    """Streams ids into a temporary llm.c-layout shard; ``commit()`` writes the header and
+    renames it into place, ``discard()`` deletes it. Memory stays one write's worth,
+    whatever the shard size."""
+
+    def __init__(self, path: Path, dtype: str) -> None:
+        self.path, self.dtype, self.count = path, np.dtype(dtype).newbyteorder("<"), 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = _tmp_name(path)
+        self._file = open(self._tmp, "wb")
+        self._file.write(bytes(HEADER_BYTES))  # filled in by commit, once the count is known
+
+    def write(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids)
+        if ids.size and int(ids.max()) > np.iinfo(self.dtype).max:
+            raise DataError(f"token id {int(ids.max())} does not fit {self.dtype.name}; use uint32")
+        self._file.write(ids.astype(self.dtype, copy=False).tobytes())
+        self.count += ids.size
+
+    def commit(self) -> None:
+        header = np.zeros(HEADER_INTS, dtype="<i4")
+        magic = MAGIC_OF_DTYPE[self.dtype.name]
+        header[:3] = (magic, LLMC_FORMATS[magic][0], self.count)
+        self._file.seek(0)
+        self._file.write(header.tobytes())
+        self._file.close()
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
 def write_shard(path: Path, ids: np.ndarray, dtype: str) -> None:
     """Write ``ids`` as an llm.c-layout shard of ``dtype``, atomically (temp file + rename)."""
-    ids = np.asarray(ids)
-    if ids.size and int(ids.max()) > np.iinfo(dtype).max:
-        raise DataError(f"token id {int(ids.max())} does not fit {dtype}; use uint32")
-    header = np.zeros(HEADER_INTS, dtype="<i4")
-    magic = MAGIC_OF_DTYPE[dtype]
-    header[:3] = (magic, LLMC_FORMATS[magic][0], ids.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    writer = ShardWriter(path, dtype)
     try:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(ids.astype(np.dtype(dtype).newbyteorder("<"), copy=False).tobytes())
-        os.replace(tmp, path)
+        writer.write(ids)
+        writer.commit()
     finally:
-        tmp.unlink(missing_ok=True)
+        writer.discard()
 
 
 def shards_fingerprint(config: DataConfig, shards: list[Shard], is_val: list[bool]) -> str:
