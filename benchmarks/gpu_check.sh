@@ -12,6 +12,7 @@
 #   3. compiled bf16 training of gpu-125m: swiglu, moa-glu, MoE  (<= 105 s)
 #   4. moa train --nproc 1 train.parallel=fsdp on CUDA (smoke)   (<= 70 s)
 # The limits add up to 475 s with the environment record (20 s).
+# GPU_CHECK_SMOKE=1 runs every stage at toy size on CPU (a check of the script itself).
 set -u
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-benchmarks/results/gpu-check-$(date +%Y%m%d-%H%M%S)}}"
@@ -21,6 +22,16 @@ LOG="$OUT_DIR/gpu_check.log"
 export PYTHONPATH=src
 export TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
 unset TRITON_INTERPRET MOA_GPU_TESTS_ON_CPU
+SMOKE="${GPU_CHECK_SMOKE:-0}"
+PYTEST_SEL=(tests/gpu)
+BENCH=()
+FSDP=(train.device=cuda train.tokens=204800 train.eval_tokens=16384)
+if [ "$SMOKE" = 1 ]; then
+  export MOA_GPU_TESTS_ON_CPU=1
+  PYTEST_SEL=(tests/gpu/test_gpu_triton.py -k float64)
+  BENCH=(--smoke)
+  FSDP=(train.device=cpu train.tokens=10240 train.eval_tokens=2048)
+fi
 exec > >(tee -a "$LOG") 2>&1
 T0=$(date +%s)
 STAGES=()
@@ -28,6 +39,7 @@ STAGES=()
 stage() {  # stage NAME LIMIT_S CMD...: run with a time limit, record rc and seconds
   local name=$1 limit=$2
   shift 2
+  [ "$SMOKE" = 1 ] && limit=$(( limit * 10 ))  # the CPU is slow at this, and it is only a script check
   local t=$(date +%s)
   echo "=== [$name] $* (limit ${limit}s, at $(( t - T0 ))s)"
   timeout --signal=INT --kill-after=10 "$limit" "$@"
@@ -59,18 +71,18 @@ print(json.dumps(info, indent=1))
 json.dump(info, open(sys.argv[1], "w"), indent=1)
 EOF
 
-stage pytest_gpu 130 python3 -m pytest -q -m gpu tests/gpu -p no:cacheprovider --durations=15 \
+stage pytest_gpu 130 python3 -m pytest -q -m gpu "${PYTEST_SEL[@]}" -p no:cacheprovider --durations=15 \
   --junitxml="$OUT_DIR/pytest_gpu.xml"
 
 stage ffn_overhead 150 python3 benchmarks/gpu_ffn_overhead.py --d-models 2048,768 --tokens 16384 --reps 20 \
-  --budget-s 120 --json "$OUT_DIR/ffn_overhead.json"
+  --budget-s 120 --json "$OUT_DIR/ffn_overhead.json" ${BENCH[@]+"${BENCH[@]}"}
 
 stage train_gpu_125m 105 python3 benchmarks/gpu_train_bench.py --batch 16 --seq 1024 --steps 20 --warmup 4 \
-  --budget-s 70 --json "$OUT_DIR/train.json"
+  --budget-s 70 --json "$OUT_DIR/train.json" ${BENCH[@]+"${BENCH[@]}"}
 
 rm -rf "$OUT_DIR/fsdp_smoke"
 stage fsdp_smoke 70 python3 -m moa train --nproc 1 --preset debug --no-progress --out "$OUT_DIR/fsdp_smoke" \
-  train.parallel=fsdp train.device=cuda train.tokens=204800 train.eval_tokens=16384
+  train.parallel=fsdp ${FSDP[@]+"${FSDP[@]}"}
 
 TOTAL=$(( $(date +%s) - T0 ))
 python3 - "$OUT_DIR" "$TOTAL" "${STAGES[@]}" <<'EOF'
