@@ -46,7 +46,7 @@ def grads(fn, module, x):
     """Output and grads of a fixed linear functional; unused parameters count as zero."""
     x = x.detach().clone().requires_grad_()
     y = fn(x)
-    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum()
     params = list(module.parameters())
     gs = torch.autograd.grad(loss, [x, *params], allow_unused=True)
     gs = [torch.zeros_like(t) if g is None else g for g, t in zip(gs, [x, *params])]
