@@ -7,7 +7,7 @@
 # ffn_overhead.json, train.json, fsdp_smoke/ (a run directory) and gpu_check.json (what
 # each stage returned and how long it took). Budget: <= 8 minutes on one H200; each stage
 # has its own time limit, and the benchmarks stop adding rows when their budget is spent.
-#   1. pytest -m gpu tests/gpu                                   (<= 130 s)
+#   1. pytest -m gpu tests (tests/gpu and every other gpu test)  (<= 130 s)
 #   2. FFN overhead, bf16, d = 2048 and 768, 16k tokens         (<= 150 s)
 #   3. compiled bf16 training of gpu-125m: swiglu, moa-glu, MoE  (<= 105 s)
 #   4. moa train --nproc 1 train.parallel=fsdp on CUDA (smoke)   (<= 70 s)
@@ -23,7 +23,7 @@ export PYTHONPATH=src
 export TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
 unset TRITON_INTERPRET MOA_GPU_TESTS_ON_CPU
 SMOKE="${GPU_CHECK_SMOKE:-0}"
-PYTEST_SEL=(tests/gpu)
+PYTEST_SEL=(tests)  # every gpu-marked test of the repository: tests/gpu and the rest
 BENCH=()
 FSDP=(train.device=cuda train.tokens=204800 train.eval_tokens=16384)
 if [ "$SMOKE" = 1 ]; then
