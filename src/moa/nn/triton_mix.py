@@ -110,8 +110,9 @@ def _mix_project_backward_op(grad_y_ND: Tensor, z_NM: Tensor, c_NcGK: Tensor, v_
 
 @_mix_project_backward_op.register_fake
 def _(grad_y_ND, z_NM, c_NcGK, v_NM, w_out_DM, names):
-    grads = [torch.empty_like(z_NM), torch.empty_like(c_NcGK), torch.empty_like(w_out_DM)]
-    return grads if v_NM is None else grads[:2] + [torch.empty_like(v_NM)] + grads[2:]
+    # contiguous, as the real kernel returns them (empty_like would copy an input's strides)
+    grads = [z_NM.new_empty(z_NM.shape), c_NcGK.new_empty(c_NcGK.shape), w_out_DM.new_empty(w_out_DM.shape)]
+    return grads if v_NM is None else grads[:2] + [v_NM.new_empty(v_NM.shape)] + grads[2:]
 
 
 def _setup_context(ctx, inputs, output):
