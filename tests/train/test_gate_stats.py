@@ -40,12 +40,12 @@ def test_moa_statistics_match_a_hand_computation(groups):
     s = ffn_statistics(ffn, x)
     names = ffn.config.activations
     k, m = len(names), ffn.hidden_dim
-    logits = (x @ ffn.gate.weight.T + ffn.gate.bias) / 0.7
+    logits = ((x @ ffn.gate.weight.T + ffn.gate.bias) / 0.7).detach()
     g = torch.softmax(logits.view(n, groups, k), -1)
     assert s["gate_max_logit"] == pytest.approx(float(logits.abs().max()), rel=1e-6)
     entropy = -(g * g.log()).sum(-1).mean() / math.log(k)
     assert s["gate_entropy"] == pytest.approx(float(entropy), rel=1e-5)
-    z = x @ ffn.w1.weight.T
+    z = (x @ ffn.w1.weight.T).detach()
     for a, name in enumerate(names):
         assert s[f"gate_mean.{name}"] == pytest.approx(float(g[..., a].mean()), rel=1e-5)
         top = sum(int(g[t, j].argmax() == a) for t in range(n) for j in range(groups)) / (n * groups)
