@@ -73,13 +73,6 @@ def peak_bytes(step, device, interpreted: bool = False):
     under the CPU memory profiler takes minutes per step, and CPU memory is not the point)."""
     if interpreted:
         return None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
     from moa.utils.memory import peak_memory_bytes
 
     return peak_memory_bytes(step, device)
