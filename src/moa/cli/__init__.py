@@ -42,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_guarded(fn, args) -> int:
-    from moa.train import TrainingDiverged
-
     try:
         return fn(args) or 0
     except KeyboardInterrupt:
@@ -52,12 +50,16 @@ def run_guarded(fn, args) -> int:
     # the expected errors: bad values (ValueError and its subclasses: config, data, run-dir
     # errors), files and directories (OSError), a missing optional extra (ImportError naming
     # it), a diverged run; anything else is a bug and keeps its traceback
-    except (ValueError, OSError, ImportError, TrainingDiverged) as exc:
-        if os.environ.get("MOA_DEBUG"):
+    except Exception as exc:
+        # a diverged run can only come from a loaded trainer: commands that never train
+        # (prepare, --help) do not import torch just to name the exception
+        loop = sys.modules.get("moa.train.loop")
+        diverged = loop is not None and isinstance(exc, loop.TrainingDiverged)
+        if not (diverged or isinstance(exc, (ValueError, OSError, ImportError))) or os.environ.get("MOA_DEBUG"):
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"moa: error: {msg}", file=sys.stderr)
-        return 1 if isinstance(exc, TrainingDiverged) else 2
+        return 1 if diverged else 2
 
 
 if __name__ == "__main__":

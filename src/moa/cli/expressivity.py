@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from moa.experiments.expressivity import DEFAULTS as D
+    from moa.experiments.settings import EXPRESSIVITY_DEFAULTS as D
 
     p = sub.add_parser("expressivity", help="synthetic regression showing fixed σ ⊂ LA ⊂ MoA (table + plot)")
     # values are parsed in run(), so a bad one is a one-line `moa: error:` naming it

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ffn", help="FFN variants: parameters, FLOPs, and a fused-vs-reference check")
@@ -12,6 +10,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import torch
+
     from moa.nn import FFN_PRESETS, build_ffn, ffn_config, ffn_cost
 
     names = args.variants.split(",") if args.variants else list(FFN_PRESETS)

@@ -7,10 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
-from moa.config import apply_overrides, dumps
-from moa.train.runs import describe
 
 
 def add_parser(sub) -> None:
@@ -31,6 +27,7 @@ def add_parser(sub) -> None:
 
 
 def resolve(args):
+    from moa.config import apply_overrides
     from moa.presets import get_preset
 
     if args.resume:
@@ -79,6 +76,7 @@ def launch(args, out: Path) -> int:
 
 
 def run(args) -> int:
+    from moa.config import dumps
     from moa.train import train
 
     cfg, out = resolve(args)
@@ -88,6 +86,8 @@ def run(args) -> int:
         shown = cfg if cfg is not None else None
         print(dumps(shown) if shown is not None else (out / "config.json").read_text())
         if shown is not None:
+            from moa.train.runs import describe
+
             print(json.dumps(describe(shown), indent=2))
         return 0
     init_state = None

@@ -16,7 +16,6 @@ Modules: :mod:`~moa.data.config` (DataConfig, spec strings), :mod:`~moa.data.sou
 (``prepare_data``), :mod:`~moa.data.batching` (``TokenBatcher``, ``val_batches``).
 """
 
-from moa.data.batching import TokenBatcher, num_windows, val_batches
 from moa.data.config import DataConfig, DataError, parse_source, parse_tokenizer
 from moa.data.prepare import PreparedData, prepare_data
 from moa.data.shards import ShardedTokens
@@ -28,3 +27,15 @@ __all__ = [
     "Tokenizer", "ByteTokenizer", "HFTokenizer", "load_tokenizer", "count_utf8_bytes",
     "TokenBatcher", "val_batches", "num_windows",
 ]
+
+_LAZY = {"TokenBatcher", "val_batches", "num_windows"}  # moa.data.batching needs torch; the rest of the layer does not
+
+
+def __getattr__(name: str):
+    # PEP 562: `moa prepare`, `moa --help` and prepare's worker processes never import torch
+    if name in _LAZY:
+        from moa.data import batching
+
+        return getattr(batching, name)
+    raise AttributeError(f"module 'moa.data' has no attribute {name!r}")
+

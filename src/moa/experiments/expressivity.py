@@ -80,6 +80,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from moa.experiments.settings import EXPRESSIVITY_DEFAULTS as DEFAULTS
 from moa.nn import DEFAULT_DICTIONARY, FeedForward, build_ffn, convert_ffn, ffn_config
 
 TARGETS = ("A", "B")
@@ -88,8 +89,6 @@ VARIANTS = (*FIXED_VARIANTS, "la-mlp", "moa-mlp")
 #: target A's LA coefficients over DEFAULT_DICTIONARY (relu, gelu, silu, relu2)
 TEACHER_COEF = {"relu": 0.5, "relu2": 0.5}
 RESULTS, REPORT, PLOT, METRICS = "results.json", "results.md", "expressivity.png", "metrics.jsonl"
-DEFAULTS = dict(widths=(8, 16, 32), seeds=3, steps=1000, lr=2e-2, d_model=8, teacher_width=4,
-                samples=1024, gate_sharpness=4.0, margin=10.0)
 
 
 def describe_target(target: str, teacher_width: int, gate_sharpness: float) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 
 QUICK_VARIANTS = ("swiglu", "la-glu", "moa-glu")
+#: ``moa expressivity`` defaults (:mod:`moa.experiments.expressivity`), here so its parser needs no torch
+EXPRESSIVITY_DEFAULTS = dict(widths=(8, 16, 32), seeds=3, steps=1000, lr=2e-2, d_model=8, teacher_width=4,
+                             samples=1024, gate_sharpness=4.0, margin=10.0)
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
