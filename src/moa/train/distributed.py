@@ -49,6 +49,11 @@ def init_distributed(device_type: str) -> DistEnv:
     return env
 
 
+def replicated_group(parallel: str, env: DistEnv):
+    """The group whose ranks hold identical weights and gradients (DDP's world), or None."""
+    return dist.group.WORLD if parallel == "ddp" and env.distributed else None
+
+
 def shutdown(env: DistEnv) -> None:
     """Barrier, then destroy the group, so no rank exits while others still talk to it."""
     if env.distributed and dist.is_initialized():

@@ -183,7 +183,7 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
         model.load_state_dict(init_state)
     counts = param_counts(model)
     step_model = D.parallelize(model, parallel, env, device, autocast_dtype)
-    optimizers = build_optimizers(model, cfg.optim)
+    optimizers = build_optimizers(model, cfg.optim, replicated_group=D.replicated_group(parallel, env))
     use_compile = tc.compile == "true" or (tc.compile == "auto" and device.type == "cuda")
     moe_check_dispatch(model, device, autocast_dtype or model.embed.weight.dtype, compiled=use_compile)
     if meta is None:  # every configuration error is raised above, before the run directory exists

@@ -31,9 +31,14 @@ values (N: elements of all the group's matrices), 1/W of what FSDP2's gradient
 reduce-scatter of the same matrices already sends. Extra memory per rank: the bf16 full
 matrices it owns (about N/W values) and the send/receive buffers (N/W each). Round-robin
 in parameter order balances the Newton–Schulz work when, as here, the blocks repeat the
-same set of shapes. Parameters that are plain tensors (one process, or DDP, where every
-rank holds the same all-reduced gradient) are orthogonalised whole on each rank, as
-torch.optim.Muon does.
+same set of shapes. Parameters that are plain tensors are whole on every rank. In one process they are
+orthogonalised in place, as torch.optim.Muon does. Under DDP (``replicated_group``: the
+ranks that hold the same all-reduced gradient) the work is split instead of repeated:
+matrix j goes to an owner chosen by longest-processing-time-first on its Newton–Schulz
+FLOPs (deterministic, the same on every rank), each owner orthogonalises only its
+matrices, and one all-gather (``all_gather_single``) of the bf16 results (the iteration's own
+output dtype, so exact) gives every rank every ``O``: each rank receives about N values
+and computes about 1/W of the iterations.
 
 The momentum buffer has the parameter's type (a ``DTensor`` under FSDP2), so
 ``torch.distributed.checkpoint`` saves and loads it sharded like any optimizer state;
@@ -87,7 +92,7 @@ def adjusted_lr(lr: float, adjust_lr_fn: Optional[str], shape) -> float:
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         return lr * math.sqrt(max(1, rows / cols))
     if adjust_lr_fn == "match_rms_adamw":
-        return lr * 0.2 * math.sqrt(max(rows, cols))
+        return lr * (0.2 * math.sqrt(max(rows, cols)))  # torch's order of operations: equal to the last bit
     return lr
 
 
@@ -100,7 +105,7 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients=NS_COEFFICIENTS, eps: float = EPS,
-                 ns_steps: int = NS_STEPS, adjust_lr_fn: Optional[str] = None):
+                 ns_steps: int = NS_STEPS, adjust_lr_fn: Optional[str] = None, replicated_group=None):
         if not lr >= 0:
             raise ValueError(f"Muon lr must be >= 0, got {lr}")
         if not momentum >= 0:
@@ -114,6 +119,9 @@ class Muon(torch.optim.Optimizer):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
         super().__init__(params, defaults)
+        # ranks whose plain-tensor parameters and gradients are identical (DDP): split the
+        # Newton–Schulz work across them; None (one process) orthogonalises everything here
+        self.replicated_group = replicated_group
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
@@ -145,7 +153,8 @@ class Muon(torch.optim.Optimizer):
             params.append(p)
             updates.append(grad.lerp(buf, mu) if group["nesterov"] else buf)
 
-        ortho = _orthogonalise(params, updates, group["ns_coefficients"], group["ns_steps"], group["eps"])
+        ortho = _orthogonalise(params, updates, group["ns_coefficients"], group["ns_steps"], group["eps"],
+                               self.replicated_group)
         for p, o in zip(params, ortho):
             local = _local(p)
             local.mul_(1 - lr * wd)
@@ -162,18 +171,29 @@ def _local(t: Tensor) -> Tensor:
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-def _orthogonalise(params: list[Tensor], updates: list[Tensor], coeffs, steps: int, eps: float) -> list[Tensor]:
+def _orthogonalise(params: list[Tensor], updates: list[Tensor], coeffs, steps: int, eps: float,
+                   replicated_group=None) -> list[Tensor]:
     """Newton–Schulz of each full matrix; returns each rank's local block of the result."""
     from torch.distributed.tensor import DTensor
 
     out: list[Optional[Tensor]] = [None] * len(params)
     by_mesh: dict = {}  # mesh -> [(index, shard dim)]
+    whole: list[int] = []  # plain tensors and replicated DTensors: the full matrix is here
     for i, (p, u) in enumerate(zip(params, updates)):
         dim = _shard_dim(p) if isinstance(p, DTensor) else None
-        if dim is None:  # whole matrix here (one process, DDP, or replicated)
-            out[i] = zeropower_via_newtonschulz(u, coeffs, steps, eps)
+        if dim is None:
+            whole.append(i)
         else:
             by_mesh.setdefault(p.device_mesh, []).append((i, dim))
+    split = (replicated_group is not None and dist.is_initialized()
+             and dist.get_world_size(replicated_group) > 1 and len(whole) > 1)
+    if split:
+        for i, o in zip(whole, _orthogonalise_replicated([updates[i] for i in whole], coeffs, steps, eps,
+                                                         replicated_group)):
+            out[i] = o
+    else:
+        for i in whole:
+            out[i] = zeropower_via_newtonschulz(updates[i], coeffs, steps, eps)
     for mesh, items in by_mesh.items():
         for i, o in _orthogonalise_sharded(mesh, [(params[i], updates[i], d) for i, d in items], coeffs, steps, eps):
             out[items[i][0]] = o
@@ -253,3 +273,65 @@ def _all_to_all(send: list[Tensor], send_sizes: list[int], recv_sizes: list[int]
     recv = torch.empty(sum(recv_sizes), dtype=NS_DTYPE, device=device)
     dist.all_to_all_single(recv, flat, output_split_sizes=recv_sizes, input_split_sizes=send_sizes, group=group)
     return recv
+
+
+# ---------------------------------------------------------------- replicated matrices (DDP)
+
+
+def ns_flops(shape) -> int:
+    """Multiply-adds ×2 of one Newton–Schulz step on an (A, B) matrix (wide side B): XXᵀ, the
+    polynomial's square and the product with X."""
+    a, b = sorted(shape[:2])
+    return 2 * (2 * a * a * b + a ** 3)
+
+
+def balanced_owners(shapes: list, world: int) -> list[int]:
+    """Owner rank of each matrix: longest-processing-time-first on :func:`ns_flops`, ties by
+    position, so every rank computes the same assignment and the largest load is within
+    one matrix of the best possible."""
+    load = [0] * world
+    owner = [0] * len(shapes)
+    for j in sorted(range(len(shapes)), key=lambda j: (-ns_flops(shapes[j]), j)):
+        r = min(range(world), key=lambda r: (load[r], r))
+        owner[j] = r
+        load[r] += ns_flops(shapes[j])
+    return owner
+
+
+def _orthogonalise_replicated(updates: list[Tensor], coeffs, steps: int, eps: float, group) -> list[Tensor]:
+    """Newton–Schulz of matrices every rank of ``group`` holds whole and equal: each rank
+    orthogonalises the matrices it owns; one all-gather of the bf16 results (each rank's
+    share padded to the largest) hands every rank all of them."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    owner = balanced_owners([u.shape for u in updates], world)
+    mine = [j for j in range(len(updates)) if owner[j] == rank]
+    sizes = [sum(updates[j].numel() for j in range(len(updates)) if owner[j] == r) for r in range(world)]
+    width = max(sizes)
+    device = updates[0].device
+    send = torch.zeros(width, dtype=NS_DTYPE, device=device)
+    offset = 0
+    for j in mine:  # sent in the layout Newton–Schulz made it (wide), so the receiver's O has its strides
+        o = zeropower_via_newtonschulz(updates[j], coeffs, steps, eps)
+        send[offset:offset + o.numel()] = (o.T if _tall(o) else o).reshape(-1)
+        offset += o.numel()
+    recv = torch.empty(world * width, dtype=NS_DTYPE, device=device)
+    # all_gather_single (torch ≥ 2.13) is all_gather_into_tensor renamed; the old name warns there
+    getattr(dist, "all_gather_single", dist.all_gather_into_tensor)(recv, send, group=group)
+    out: list[Optional[Tensor]] = [None] * len(updates)
+    for r in range(world):
+        offset = r * width
+        for j in range(len(updates)):
+            if owner[j] == r:
+                n, (rows, cols) = updates[j].numel(), updates[j].shape
+                # a fresh (aligned) copy: torch's CPU kernels may round the final
+                # ``P -= lr·O`` differently on a misaligned view (1 ulp seen), and one
+                # process must be matched bit for bit
+                flat = recv[offset:offset + n].clone()
+                out[j] = flat.view(cols, rows).T if rows > cols else flat.view(rows, cols)
+                offset += n
+    return out
+
+
+def _tall(o: Tensor) -> bool:
+    return o.size(0) > o.size(1)
+

@@ -45,8 +45,12 @@ def param_groups(model: nn.Module) -> dict[str, list[tuple[str, nn.Parameter]]]:
     return groups
 
 
-def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
-    """AdamW over all groups, or Muon (hidden) + AdamW (the rest). Groups carry ``name``."""
+def build_optimizers(model: nn.Module, cfg: OptimConfig, replicated_group=None) -> list[torch.optim.Optimizer]:
+    """AdamW over all groups, or Muon (hidden) + AdamW (the rest). Groups carry ``name``.
+
+    ``replicated_group``: under DDP, the process group whose ranks hold identical weights
+    and gradients; Muon then splits its Newton–Schulz work across them.
+    """
     groups = param_groups(model)
     adamw_kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
@@ -60,7 +64,8 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     if cfg.name == "muon":
         if groups["hidden"]:
             optimizers.append(Muon([group("hidden", True)], lr=cfg.lr, momentum=cfg.muon_momentum,
-                                   weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"))
+                                   weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw",
+                                   replicated_group=replicated_group))
     else:
         adam_groups.insert(0, group("hidden", True))
     adam_groups = [g for g in adam_groups if g["params"]]
