@@ -26,3 +26,48 @@ def test_stability_table_and_plot_from_run_records(tmp_path, capsys):
                  if '"gates"' in line][-1]
         assert f"L1 {gates['L1.gate_entropy']:.2f}/{gates['L1.gate_max_logit']:.1f}/" in text
     assert text.strip() in capsys.readouterr().out
+
+
+def test_correlation_line_is_scipy_spearman_on_the_most_collapsed_layer(tmp_path):
+    from scipy.stats import spearmanr
+
+    from moa.experiments.stability import correlation
+
+    def run(loss, first, last):
+        return {"summary": {"final_val_loss": loss}, "evals": [],
+                "gates": [{"L0.gate_entropy": e0, "L1.gate_entropy": e1} for e0, e1 in (first, last)]}
+
+    study = {"a": {0: run(1.0, (0.9, 0.2), (0.5, 0.6)), 1: run(2.0, (0.1, 0.8), (0.4, 0.3))},
+             "b": {0: run(1.5, (0.3, 0.7), (0.2, 0.9)), 1: {"summary": {"final_val_loss": 9.0}, "evals": [],
+                                                           "gates": []}}}  # no gates: not counted
+    text = correlation(study)
+    first = spearmanr([0.2, 0.1, 0.3], [1.0, 2.0, 1.5])
+    last = spearmanr([0.5, 0.3, 0.2], [1.0, 2.0, 1.5])
+    assert "over the 3 runs" in text
+    assert f"first evaluation ρ = {first.statistic:.2f} (p = {first.pvalue:.2f})" in text
+    assert f"last evaluation ρ = {last.statistic:.2f} (p = {last.pvalue:.2f})" in text
+    assert correlation({"a": {0: run(1.0, (0.1, 0.2), (0.1, 0.2))}}) == ""  # too few runs for a correlation
+
+
+def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsys):
+    """Given a `moa compare` folder, the study takes the report runs and the search runs at
+    the chosen LR only (not the other LRs of the search)."""
+    from moa.cli import main as moa
+
+    out = tmp_path / "cmp"
+    assert moa(["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu,moa-glu", "--seeds", "2",
+                "--search-seeds", "1", "--lr-factors", "1,2", "--extend-edges", "0", "train.batch_size=4",
+                "train.seq_len=32", "train.tokens=1024", "train.eval_tokens=256", "train.eval_every=4",
+                "train.log_every=4"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert main([str(out)]) == 0
+    text = (out / "stability.md").read_text()
+    for variant in ("swiglu", "moa-glu"):
+        v = results["variants"][variant]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {variant} |"))
+        for seed, loss in zip(results["report_seeds"], v["val_loss_per_seed"]):
+            assert f"s{seed}: {loss:.4f}" in row
+        search = next(line for line in text.splitlines() if line.startswith(f"| {variant}-search |"))
+        best = v["lr_search_per_seed"][f"{v['best_lr']:.6g}"]
+        assert search.split("|")[2].strip() == f"s1000: {best[0]:.4f}"  # the search seed at the chosen LR only
+    assert "runs with gate statistics" in text  # moa-glu report + search runs: 3 with gates

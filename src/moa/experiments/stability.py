@@ -1,11 +1,16 @@
 """Seed-stability study of MoA runs: final losses and gate statistics per configuration and seed.
 
-Reads training runs named ``<config>-s<seed>`` under ``DIR/runs`` (their ``summary.json``
-and ``metrics.jsonl``, whose ``gates`` events come from :mod:`moa.train.gate_stats`), and
-writes ``DIR/stability.md`` (per configuration: final val loss per seed, mean ± std, and
-the last evaluation's gate entropy, max |logit| and dominant activation per layer) and
-``DIR/stability.png`` (validation loss and layer-wise gate entropy over training, one
-line per seed). ``python -m moa.experiments.stability docs/results/stability``.
+Reads training runs named ``<config>-s<seed>`` under ``DIR/runs``, or, when ``DIR`` is a
+``moa compare`` experiment (it has ``results.json``), each variant's runs at its chosen
+LR: the reported seeds at the full budget (configuration ``<variant>``) and the search
+seeds at the search budget (``<variant>-search``). From the runs' ``summary.json`` and
+``metrics.jsonl`` (``gates`` events: :mod:`moa.train.gate_stats`) it writes
+``DIR/stability.md`` (per configuration: final val loss per seed, mean ± std, and the
+last evaluation's gate entropy, max |logit| and dominant activation per layer; then the
+Spearman rank correlation, ``scipy.stats.spearmanr``, between final loss and the lowest
+layer's gate entropy, over every run with gate statistics, at the first and the last
+evaluation) and ``DIR/stability.png`` (validation loss and layer-wise gate entropy over
+training, one line per seed). ``python -m moa.experiments.stability docs/results/stability``.
 """
 
 from __future__ import annotations
@@ -22,22 +27,43 @@ from moa.train.records import SUMMARY, read_json, read_metrics
 RUN = re.compile(r"(.+)-s(\d+)$")
 
 
+def _record(run: Path) -> dict:
+    events = read_metrics(run)
+    return {"summary": read_json(run / SUMMARY), "evals": [e for e in events if e["event"] == "eval"],
+            "gates": [e for e in events if e["event"] == "gates"]}
+
+
 def collect(root: Path) -> dict[str, dict[int, dict]]:
-    """``{config: {seed: {"summary", "evals", "gates"}}}`` of the finished runs under ``root/runs``."""
+    """``{config: {seed: {"summary", "evals", "gates"}}}`` of the finished runs under ``root``."""
+    root = Path(root)
+    if (root / "results.json").exists():
+        return collect_compare(root)
     found: dict[str, dict[int, dict]] = defaultdict(dict)
-    for run in sorted((Path(root) / "runs").iterdir()):
+    for run in sorted((root / "runs").iterdir()):
         m = RUN.match(run.name)
         if not m or not (run / SUMMARY).exists():
             continue
-        events = read_metrics(run)
-        found[m.group(1)][int(m.group(2))] = {
-            "summary": read_json(run / SUMMARY),
-            "evals": [e for e in events if e["event"] == "eval"],
-            "gates": [e for e in events if e["event"] == "gates"],
-        }
+        found[m.group(1)][int(m.group(2))] = _record(run)
     if not found:
         raise FileNotFoundError(f"{root}/runs holds no finished run named <config>-s<seed>")
     return dict(found)
+
+
+def collect_compare(root: Path) -> dict[str, dict[int, dict]]:
+    """A ``moa compare`` experiment's runs at each variant's chosen LR: ``<variant>`` (report
+    seeds, full budget) and ``<variant>-search`` (search seeds, search budget)."""
+    results = read_json(root / "results.json")
+    found: dict[str, dict[int, dict]] = {}
+    for variant, v in results["variants"].items():
+        for name, dirs in ((variant, v["run_dirs"]), (f"{variant}-search", v.get("search_run_dirs", []))):
+            runs = {}
+            for d in dirs:
+                m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
+                if m and float(m.group(1)) == float(f"{v['best_lr']:.3g}") and (root / d / SUMMARY).exists():
+                    runs[int(m.group(2))] = _record(root / d)
+            if runs:
+                found[name] = dict(sorted(runs.items()))
+    return found
 
 
 def layers(gates: dict) -> list[int]:
@@ -62,7 +88,28 @@ def table(study: dict[str, dict[int, dict]]) -> str:
                              f"{best} {top[best]:.0%}")
             gate_cells.append(f"s{s}: " + "; ".join(parts))
         lines.append(f"| {name} | {per_seed} | {m:.4f} ± {sd:.4f} | {'<br>'.join(gate_cells)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + correlation(study)
+
+
+def min_entropy(gates: dict) -> float:
+    """The lowest layer's normalised gate entropy in one ``gates`` event (the most collapsed layer)."""
+    return min(gates[f"L{layer}.gate_entropy"] for layer in layers(gates))
+
+
+def correlation(study: dict[str, dict[int, dict]]) -> str:
+    """Spearman ρ between final val loss and :func:`min_entropy`, first and last evaluation."""
+    from scipy.stats import spearmanr
+
+    runs = [r for seeds in study.values() for r in seeds.values() if r["gates"]]
+    if len(runs) < 3:
+        return ""
+    loss = [r["summary"]["final_val_loss"] for r in runs]
+    parts = []
+    for label, index in (("first", 0), ("last", -1)):
+        res = spearmanr([min_entropy(r["gates"][index]) for r in runs], loss)
+        parts.append(f"{label} evaluation ρ = {res.statistic:.2f} (p = {res.pvalue:.2f})")
+    return (f"\n\nSpearman rank correlation of final val loss with the lowest layer's normalised gate "
+            f"entropy, over the {len(runs)} runs with gate statistics: {'; '.join(parts)}.")
 
 
 def plot(study: dict[str, dict[int, dict]], path: Path) -> None:
