@@ -71,3 +71,9 @@ def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsy
         best = v["lr_search_per_seed"][f"{v['best_lr']:.6g}"]
         assert search.split("|")[2].strip() == f"s1000: {best[0]:.4f}"  # the search seed at the chosen LR only
     assert "runs with gate statistics" in text  # moa-glu report + search runs: 3 with gates
+    # every LR of the search, one variant, own file name
+    assert main([str(out), "--all-lrs", "--variants", "moa-glu", "--name", "moa"]) == 0
+    rows = [line.split("|")[1].strip() for line in (out / "moa.md").read_text().splitlines() if line.startswith("| moa")]
+    v = results["variants"]["moa-glu"]
+    assert rows == ["moa-glu"] + [f"moa-glu-search-lr{float(lr):.3g}" for lr in v["lr_search_per_seed"]]
+    assert (out / "moa.png").stat().st_size > 0 and (out / "stability.md").read_text() == text

@@ -33,11 +33,11 @@ def _record(run: Path) -> dict:
             "gates": [e for e in events if e["event"] == "gates"]}
 
 
-def collect(root: Path) -> dict[str, dict[int, dict]]:
+def collect(root: Path, all_lrs: bool = False) -> dict[str, dict[int, dict]]:
     """``{config: {seed: {"summary", "evals", "gates"}}}`` of the finished runs under ``root``."""
     root = Path(root)
     if (root / "results.json").exists():
-        return collect_compare(root)
+        return collect_compare(root, all_lrs)
     found: dict[str, dict[int, dict]] = defaultdict(dict)
     for run in sorted((root / "runs").iterdir()):
         m = RUN.match(run.name)
@@ -49,20 +49,26 @@ def collect(root: Path) -> dict[str, dict[int, dict]]:
     return dict(found)
 
 
-def collect_compare(root: Path) -> dict[str, dict[int, dict]]:
+def collect_compare(root: Path, all_lrs: bool = False) -> dict[str, dict[int, dict]]:
     """A ``moa compare`` experiment's runs at each variant's chosen LR: ``<variant>`` (report
-    seeds, full budget) and ``<variant>-search`` (search seeds, search budget)."""
+    seeds, full budget) and ``<variant>-search`` (search seeds, search budget); with
+    ``all_lrs`` every LR of the search as well, ``<variant>-search-lr<lr>``."""
     results = read_json(root / "results.json")
     found: dict[str, dict[int, dict]] = {}
     for variant, v in results["variants"].items():
-        for name, dirs in ((variant, v["run_dirs"]), (f"{variant}-search", v.get("search_run_dirs", []))):
-            runs = {}
-            for d in dirs:
-                m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
-                if m and float(m.group(1)) == float(f"{v['best_lr']:.3g}") and (root / d / SUMMARY).exists():
-                    runs[int(m.group(2))] = _record(root / d)
-            if runs:
-                found[name] = dict(sorted(runs.items()))
+        best = f"{v['best_lr']:.3g}"
+        groups: dict[str, dict[int, dict]] = {variant: {}}
+        for d in v["run_dirs"]:
+            m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
+            if m and (root / d / SUMMARY).exists():
+                groups[variant][int(m.group(2))] = _record(root / d)
+        for d in dict.fromkeys(v.get("search_run_dirs", [])):
+            m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
+            if not m or not (root / d / SUMMARY).exists() or not (all_lrs or m.group(1) == best):
+                continue
+            name = f"{variant}-search" if m.group(1) == best and not all_lrs else f"{variant}-search-lr{m.group(1)}"
+            groups.setdefault(name, {})[int(m.group(2))] = _record(root / d)
+        found.update({name: dict(sorted(runs.items())) for name, runs in groups.items() if runs})
     return found
 
 
@@ -140,12 +146,18 @@ def plot(study: dict[str, dict[int, dict]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m moa.experiments.stability", description=__doc__.splitlines()[0])
-    p.add_argument("dir", type=Path, help="study folder with runs/<config>-s<seed>/")
+    p.add_argument("dir", type=Path, help="study folder with runs/<config>-s<seed>/, or a moa compare folder")
+    p.add_argument("--all-lrs", action="store_true", help="compare folder: every LR of the search, not only the chosen")
+    p.add_argument("--variants", default=None, help="compare folder: only these variants (comma-separated)")
+    p.add_argument("--name", default="stability", help="output files DIR/NAME.md and DIR/NAME.png (default: stability)")
     args = p.parse_args(argv)
-    study = collect(args.dir)
+    study = collect(args.dir, args.all_lrs)
+    if args.variants:
+        keep = args.variants.split(",")
+        study = {k: v for k, v in study.items() if any(k == x or k.startswith(f"{x}-search") for x in keep)}
     text = table(study)
-    (args.dir / "stability.md").write_text(text + "\n")
-    plot(study, args.dir / "stability.png")
+    (args.dir / f"{args.name}.md").write_text(text + "\n")
+    plot(study, args.dir / f"{args.name}.png")
     print(text)
     return 0
 
