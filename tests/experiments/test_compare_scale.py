@@ -240,3 +240,32 @@ def test_compare_extends_an_edge_and_survives_a_diverged_lr(tmp_path, capsys):
     assert main(argv) == 0  # rerun: the diverged run is reused, nothing trains
     third = capsys.readouterr().out
     assert "  train " not in third and "reuse   swiglu lr=1e+30 seed=1000 (diverged)" in third
+
+
+def test_compare_with_jobs_trains_runs_concurrently_with_the_same_results(tmp_path, capfd):
+    """--jobs 2: runs train in two worker processes at once (their start-to-end intervals
+    overlap) and every number equals the one-at-a-time sweep's, extension and divergence included."""
+    argv = ["--preset", "debug", "--variants", "swiglu,moa-glu", "--seeds", "2", "--search-seeds", "1",
+            "--lr-factors", "0.001,0.002,1e32", "--extend-edges", "1", *TINY]
+    assert main(["compare", "--out", str(tmp_path / "one"), *argv]) == 0
+    first = capfd.readouterr().out
+    assert main(["compare", "--out", str(tmp_path / "two"), "--jobs", "2", *argv]) == 0
+    second = capfd.readouterr().out  # the workers' lines too (they write to the same stdout)
+    runs = len(list((tmp_path / "one").glob("runs/*/*/config.json")))
+    assert first.count("  train ") == second.count("  train ") == runs >= 2 * (3 + 2)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    for v in one["variants"].values():
+        v.pop("tokens_per_s")
+    for v in two["variants"].values():
+        v.pop("tokens_per_s")
+    assert one["variants"] == two["variants"] and list(two["variants"]) == ["swiglu", "moa-glu"]
+    assert two["variants"]["moa-glu"]["lr_search"]["1e+30"] is None  # a diverged search run, recorded
+    spans = sorted((p.parent.joinpath("config.json").stat().st_mtime_ns, p.stat().st_mtime_ns)
+                   for p in (tmp_path / "two").glob("runs/*/*/summary.json"))
+    assert any(start < prev_end for (_, prev_end), (start, _) in zip(spans, spans[1:])), spans
+
+
+def test_jobs_must_be_positive(capsys, tmp_path):
+    assert main(["compare", "--preset", "debug", "--out", str(tmp_path / "x"), "--jobs", "0", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "jobs=0" in err and "positive" in err and not (tmp_path / "x" / "runs").exists()

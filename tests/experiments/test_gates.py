@@ -10,7 +10,7 @@ import torch
 
 from moa.cli import gates as gates_cli
 from moa.cli import run_guarded
-from moa.cli.sample import load_run
+from moa.train.runs import load_run
 from moa.config import apply_overrides
 from moa.data import prepare_data, val_batches
 from moa.experiments.gates import ENTROPY_PNG, GATES_JSON, GATES_MD, HEATMAP_PNG, gate_statistics, run_gates

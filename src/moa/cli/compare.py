@@ -21,7 +21,7 @@ def run(args) -> int:
     cc = compare_config(args)
     base = apply_overrides(get_preset(args.preset), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = run_compare(base, cc, out, progress=args.progress)
+    results = run_compare(base, cc, out, progress=args.progress, jobs=args.jobs)
     print()
     print(results_table(results))
     print(f"\nfiles: {out}/results.md results.json loss_curves.png runs/")

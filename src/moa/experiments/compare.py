@@ -33,7 +33,7 @@ from pathlib import Path
 from moa.config import RunConfig, dumps
 from moa.experiments.lr_search import SEARCH_SEED_BASE, report_seeds, search_lr, search_seeds
 from moa.experiments.stats import paired_summary
-from moa.experiments.sweep import RunResult, mean_std, run_or_reuse
+from moa.experiments.sweep import Runner, RunResult, mean_std
 from moa.nn import FFN_PRESETS
 
 DEFAULT_VARIANTS = ("swiglu", "la-glu", "moa-glu", "relu", "la-mlp", "moa-mlp")
@@ -80,33 +80,47 @@ def _dir(out: Path, variant: str, lr: float, seed: int, tokens: int) -> Path:
     return out / "runs" / variant / f"lr{lr:.3g}-s{seed}-t{tokens}"
 
 
-def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = False, log=print) -> dict:
+def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = False, log=print,
+                jobs: int = 1) -> dict:
+    """Run (or reuse) every run of the protocol and write the results files.
+
+    ``jobs > 1`` trains that many runs at once in worker processes (:class:`Runner`): the
+    variants, the LR grid and the seeds proceed concurrently; every run is the same as with
+    ``jobs=1``, so are the results.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     full = base.train.tokens
     search_tokens = max(base.train.tokens_per_step, int(full * cc.search_fraction))
     lrs = [base.optim.lr * f for f in cc.lr_factors]
     s_seeds, r_seeds = search_seeds(cc.search_seeds), report_seeds(cc.seeds)
-    variants: dict[str, dict] = {}
-    finals: dict[str, list[RunResult]] = {}
-    for variant in cc.variants:
+
+    def one_variant(runner: Runner, variant: str) -> tuple[dict, list[RunResult]]:
         log(f"{variant}: LR search over {', '.join(f'{lr:.3g}' for lr in lrs)} at {search_tokens:,} tokens, "
             f"search seed(s) {', '.join(map(str, s_seeds))}")
-        search_dirs = []
 
         def final_loss(lr: float, seed: int) -> float:
             d = _dir(out, variant, lr, seed, search_tokens)
-            search_dirs.append(str(d.relative_to(out)))
-            r = run_or_reuse(f"{variant} lr={lr:.3g} seed={seed}", _run_cfg(base, variant, lr, seed, search_tokens),
-                             d, progress, log, allow_divergence=True)
+            r = runner.run(f"{variant} lr={lr:.3g} seed={seed}", _run_cfg(base, variant, lr, seed, search_tokens),
+                           d, allow_divergence=True)
             return r.summary["final_val_loss"]
 
-        search = search_lr(lrs, final_loss, s_seeds, cc.extend_edges, log, label=f"{variant}: ")
+        search = search_lr(lrs, final_loss, s_seeds, cc.extend_edges, log, label=f"{variant}: ",
+                           map_pairs=runner.map)
         best = search.best
         log(f"{variant}: best LR {best:.3g}; report seed(s) {', '.join(map(str, r_seeds))} at {full:,} tokens")
-        finals[variant] = [run_or_reuse(f"{variant} lr={best:.3g} seed={s}", _run_cfg(base, variant, best, s, full),
-                                        _dir(out, variant, best, s, full), progress, log) for s in r_seeds]
-        variants[variant] = {**search.to_json(), "search_run_dirs": search_dirs}
+        finals = runner.map(lambda s: runner.run(f"{variant} lr={best:.3g} seed={s}",
+                                                 _run_cfg(base, variant, best, s, full),
+                                                 _dir(out, variant, best, s, full)), [(s,) for s in r_seeds])
+        # in the order tried (the grid, then each extension), whatever order the runs finished in
+        search_dirs = [str(_dir(out, variant, lr, s, search_tokens).relative_to(out))
+                       for lr in search.losses for s in s_seeds]
+        return {**search.to_json(), "search_run_dirs": search_dirs}, finals
+
+    with Runner(jobs, progress, log) as runner:
+        done = runner.map(lambda v: one_variant(runner, v), [(v,) for v in cc.variants])
+    variants: dict[str, dict] = {v: d[0] for v, d in zip(cc.variants, done)}
+    finals: dict[str, list[RunResult]] = {v: d[1] for v, d in zip(cc.variants, done)}
     first = cc.variants[0]
     base_losses = [r.summary["final_val_loss"] for r in finals[first]]
     for variant, runs in finals.items():

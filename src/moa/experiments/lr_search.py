@@ -83,20 +83,33 @@ class LRSearch:
                 "best_lr": self.best, "best_lr_on_grid_edge": self.best_on_edge}
 
 
+def one_by_one(fn: Callable, pairs: list[tuple]) -> list:
+    """``[fn(*p) for p in pairs]``: the default way :func:`search_lr` evaluates a batch."""
+    return [fn(*p) for p in pairs]
+
+
 def search_lr(lrs: list[float], final_loss: Callable[[float, int], float], seeds: list[int], extend_edges: int,
-              log: Optional[Callable[[str], None]] = None, label: str = "") -> LRSearch:
+              log: Optional[Callable[[str], None]] = None, label: str = "",
+              map_pairs: Callable[[Callable, list[tuple]], list] = one_by_one) -> LRSearch:
     """Run the search rule of this module; ``final_loss(lr, seed)`` trains (or reuses) one run.
 
-    Raises ValueError when every LR diverges on some search seed.
+    ``map_pairs(final_loss, [(lr, seed), …])`` evaluates a batch of runs that do not depend
+    on each other (the whole first grid; then each extension's seeds); a parallel map runs
+    them concurrently, with the same result. Raises ValueError when every LR diverges on
+    some search seed.
     """
     search = LRSearch(seeds=list(seeds))
 
-    def try_lr(lr: float) -> None:
-        search.losses[lr] = [final_loss(lr, s) for s in seeds]
-        search.grid = sorted([*search.grid, lr])
+    def try_lrs(new: list[float]) -> None:
+        losses = map_pairs(final_loss, [(lr, s) for lr in new for s in seeds])
+        for i, lr in enumerate(new):
+            search.losses[lr] = list(losses[i * len(seeds):(i + 1) * len(seeds)])
+        search.grid = sorted([*search.grid, *new])
 
-    for lr in sorted(lrs):
-        try_lr(lr)
+    def try_lr(lr: float) -> None:
+        try_lrs([lr])
+
+    try_lrs(sorted(lrs))
     for _ in range(extend_edges):
         nxt = extend_grid(search.grid, {lr: search.score(lr) for lr in search.grid})
         if nxt is None:

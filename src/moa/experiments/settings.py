@@ -33,6 +33,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="while the best LR is at an end of the grid, try one more step past it, up to N times "
                         "(default 2)")
     p.add_argument("--progress", action="store_true", help="a progress bar per run")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in worker processes (one GPU each on a GPU machine); same results "
+                        "as one at a time (default 1)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 

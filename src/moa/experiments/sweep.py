@@ -85,6 +85,90 @@ def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = Fals
     return run(resume=False)
 
 
+class Runner:
+    """Trains (or reuses) runs through :func:`run_or_reuse`: one after another in this
+    process (``jobs=1``), or on ``jobs`` worker processes, each training one run at a time.
+
+    ``run`` may be called from several threads at once and blocks until its run is done;
+    ``map`` evaluates independent calls concurrently (threads feeding the workers). Results
+    do not depend on ``jobs``: every run is the same config in the same folder. Workers on
+    a machine with GPUs get one visible GPU each (``jobs`` must not exceed them); on CPU
+    each gets ``torch.get_num_threads() // jobs`` threads unless OMP_NUM_THREADS is set.
+    """
+
+    def __init__(self, jobs: int = 1, progress: bool = False, log: Optional[Callable[[str], None]] = print):
+        if not isinstance(jobs, int) or jobs < 1:
+            raise ValueError(f"jobs={jobs!r} must be a positive integer")
+        self.jobs, self.log = jobs, log
+        self.progress = progress and jobs == 1  # progress bars of concurrent runs would interleave
+        self._pool = None
+        if jobs > 1:
+            import multiprocessing
+            import os
+            from concurrent.futures import ProcessPoolExecutor
+
+            import torch
+
+            ctx = multiprocessing.get_context("spawn")
+            devices, threads = None, None
+            if torch.cuda.is_available():
+                visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+                ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+                if jobs > len(ids):
+                    raise ValueError(f"jobs={jobs} exceeds the {len(ids)} visible GPU(s); one run per GPU")
+                devices = ctx.Queue()
+                for i in ids[:jobs]:
+                    devices.put(i)
+            elif "OMP_NUM_THREADS" not in os.environ:
+                threads = max(1, torch.get_num_threads() // jobs)
+            self._pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                                             initargs=(devices, threads))
+
+    def run(self, name: str, cfg: RunConfig, run_dir: Path, allow_divergence: bool = False) -> RunResult:
+        if self._pool is None:
+            return run_or_reuse(name, cfg, run_dir, self.progress, self.log, allow_divergence)
+        return self._pool.submit(_run_in_worker, name, cfg, Path(run_dir), self.log is not None,
+                                 allow_divergence).result()
+
+    def map(self, fn: Callable, items: list[tuple]) -> list:
+        """``[fn(*item) for item in items]``, concurrently when there are workers."""
+        if self._pool is None or len(items) < 2:
+            return [fn(*item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(items)) as threads:
+            return list(threads.map(lambda item: fn(*item), items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _init_worker(devices, threads) -> None:
+    import os
+
+    import torch
+
+    if devices is not None:  # before CUDA is initialised in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices.get()
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _run_in_worker(name: str, cfg: RunConfig, run_dir: Path, verbose: bool, allow_divergence: bool) -> RunResult:
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    return run_or_reuse(name, cfg, run_dir, False, log if verbose else None, allow_divergence)
+
+
 def _diverged(name: str, run_dir: Path, cfg: RunConfig, error: str, reused: bool) -> RunResult:
     return RunResult(name, run_dir, cfg, {"final_val_loss": math.inf, "final_val_bpb": math.inf, "diverged": error},
                      reused=reused)
