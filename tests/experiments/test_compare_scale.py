@@ -188,6 +188,10 @@ def test_scale_tune_lr_searches_each_size_and_fits_on_the_best(tmp_path, capsys)
         searched = {json.loads(p.read_text())["seed"] for p in (out / "runs" / variant).glob("*/search/*/config.json")}
         assert searched == {1000}
     check_scale_n_is_non_embedding(res, out)
+    # --jobs 2: the (size, variant) units and their runs train concurrently, with the same numbers
+    assert main([*argv[:4], str(tmp_path / "jobs"), "--jobs", "2", *argv[5:]]) == 0
+    par = json.loads((tmp_path / "jobs" / "scaling.json").read_text())
+    assert par["runs"] == res["runs"] and par["fits"] == res["fits"]
 
 
 def test_run_killed_before_its_first_checkpoint_is_restarted(tmp_path):

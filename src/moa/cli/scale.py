@@ -21,7 +21,7 @@ def run(args) -> int:
     sc = scale_config(args)
     base = apply_overrides(get_preset(args.preset), args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"scale-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = run_scale(base, sc, out, progress=args.progress)
+    results = run_scale(base, sc, out, progress=args.progress, jobs=args.jobs)
     print()
     print(scaling_table(results))
     print(f"\nfiles: {out}/scaling.md scaling.json scaling.png runs/")

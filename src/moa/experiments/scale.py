@@ -35,7 +35,7 @@ from moa.experiments.lr_search import report_seeds, search_lr, search_seeds
 from moa.experiments.scaling_fit import (
     bootstrap_fits, compute_multiplier_flops, fit_compute, fit_power_law,
 )
-from moa.experiments.sweep import mean_std, run_or_reuse
+from moa.experiments.sweep import Runner, mean_std
 
 #: (d_model, n_layers, n_heads) ladders; `scale` takes the first `sizes` entries.
 LADDERS = {
@@ -81,14 +81,16 @@ def _with(cfg: RunConfig, variant: str, lr: float, seed: int, tokens: int) -> Ru
                        optim=dataclasses.replace(cfg.optim, lr=lr), train=dataclasses.replace(cfg.train, tokens=tokens))
 
 
-def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False, log=print) -> dict:
+def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False, log=print, jobs: int = 1) -> dict:
+    """Train (or reuse) every run and write the results; ``jobs > 1`` trains that many runs
+    at once (:class:`~moa.experiments.sweep.Runner`) with the same runs and results."""
     from moa.train.runs import describe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     points: dict[str, dict[int, list[float]]] = {v: {} for v in sc.variants}
     runs: dict[str, list[dict]] = {v: [] for v in sc.variants}
-    sizes = []
+    sizes, units = [], []
     for d, layers, heads in LADDERS[sc.ladder][: sc.sizes]:
         sized = _sized(base, d, layers, heads)
         ref_params = describe(sized.replace(model=sized.model.replace(ffn=sc.variants[0])))["non_embedding"]
@@ -97,37 +99,47 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
         search_tokens = max(per_step, int(tokens * sc.search_fraction) // per_step * per_step)
         sizes.append({"d_model": d, "n_layers": layers, "n_heads": heads, "tokens": tokens,
                       **({"search_tokens": search_tokens} if sc.tune_lr else {})})
-        for variant in sc.variants:
-            where = out / "runs" / variant
-            entry: dict = {"d_model": d, "n_layers": layers, "tokens": tokens}
-            lr = base.optim.lr
-            if sc.tune_lr:
-                def final_loss(lr_: float, seed: int) -> float:
-                    r = run_or_reuse(f"{variant} d={d} L={layers} lr={lr_:.3g} seed={seed}",
-                                     _with(sized, variant, lr_, seed, search_tokens),
-                                     where / f"d{d}-L{layers}" / "search" / f"lr{lr_:.3g}-s{seed}-t{search_tokens}",
-                                     progress, log, allow_divergence=True)
-                    return r.summary["final_val_loss"]
+        units += [(sized, d, layers, tokens, search_tokens, variant) for variant in sc.variants]
 
-                search = search_lr([base.optim.lr * f for f in sc.lr_factors], final_loss,
-                                   search_seeds(sc.search_seeds), sc.extend_edges, log, label=f"{variant} d={d}: ")
-                lr = search.best
-                entry.update(search.to_json())
-                log(f"{variant} d={d}: best LR {lr:.3g}")
-            losses, dirs = [], []
-            for seed in report_seeds(sc.seeds):
-                name = f"d{d}-L{layers}-lr{lr:.3g}-s{seed}" if sc.tune_lr else f"d{d}-L{layers}-s{seed}"
-                cfg = _with(sized, variant, lr, seed, tokens)
-                r = run_or_reuse(f"{variant} d={d} L={layers} lr={lr:.3g} seed={seed}", cfg, where / name, progress, log)
-                losses.append(r.summary["final_val_loss"])
-                dirs.append(str(r.run_dir.relative_to(out)))
-                n = r.summary["params_non_embedding"]
-            flops = describe(cfg)["flops_per_token"]
-            entry.update({"lr": lr, "params_non_embedding": n, "params_total": r.summary["params_total"],
-                          "flops_per_token": flops, "train_flops": TRAIN_FLOPS_PER_FORWARD * flops * tokens,
-                          "val_loss_per_seed": losses, "run_dirs": dirs})
-            runs[variant].append(entry)
-            points[variant][n] = losses
+    def one_unit(runner: Runner, sized, d, layers, tokens, search_tokens, variant) -> dict:
+        where = out / "runs" / variant
+        entry: dict = {"d_model": d, "n_layers": layers, "tokens": tokens}
+        lr = base.optim.lr
+        if sc.tune_lr:
+            def final_loss(lr_: float, seed: int) -> float:
+                r = runner.run(f"{variant} d={d} L={layers} lr={lr_:.3g} seed={seed}",
+                               _with(sized, variant, lr_, seed, search_tokens),
+                               where / f"d{d}-L{layers}" / "search" / f"lr{lr_:.3g}-s{seed}-t{search_tokens}",
+                               allow_divergence=True)
+                return r.summary["final_val_loss"]
+
+            search = search_lr([base.optim.lr * f for f in sc.lr_factors], final_loss,
+                               search_seeds(sc.search_seeds), sc.extend_edges, log, label=f"{variant} d={d}: ",
+                               map_pairs=runner.map)
+            lr = search.best
+            entry.update(search.to_json())
+            log(f"{variant} d={d}: best LR {lr:.3g}")
+
+        def report(seed: int):
+            name = f"d{d}-L{layers}-lr{lr:.3g}-s{seed}" if sc.tune_lr else f"d{d}-L{layers}-s{seed}"
+            return runner.run(f"{variant} d={d} L={layers} lr={lr:.3g} seed={seed}",
+                              _with(sized, variant, lr, seed, tokens), where / name)
+
+        results = runner.map(report, [(seed,) for seed in report_seeds(sc.seeds)])
+        r = results[-1]
+        flops = describe(r.config)["flops_per_token"]
+        entry.update({"lr": lr, "params_non_embedding": r.summary["params_non_embedding"],
+                      "params_total": r.summary["params_total"],
+                      "flops_per_token": flops, "train_flops": TRAIN_FLOPS_PER_FORWARD * flops * tokens,
+                      "val_loss_per_seed": [x.summary["final_val_loss"] for x in results],
+                      "run_dirs": [str(x.run_dir.relative_to(out)) for x in results]})
+        return entry
+
+    with Runner(jobs, progress, log) as runner:
+        entries = runner.map(lambda *u: one_unit(runner, *u), units)
+    for unit, entry in zip(units, entries):  # sizes in ladder order, variants in the given order
+        runs[unit[-1]].append(entry)
+        points[unit[-1]][entry["params_non_embedding"]] = entry["val_loss_per_seed"]
     fits = {}
     for variant, pts in points.items():
         ns = sorted(pts)

@@ -80,6 +80,9 @@ def add_scale_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extend-edges", type=int, default=2, metavar="N",
                    help="with --tune-lr: steps the grid may grow past a winning edge (default 2)")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once in worker processes (one GPU each on a GPU machine); same results "
+                        "as one at a time (default 1)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
