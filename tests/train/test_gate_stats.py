@@ -99,3 +99,62 @@ def test_every_evaluation_logs_gate_statistics_for_mixing_models_only(tmp_path):
     # a fixed-activation model logs none
     train(cfg.replace(model=cfg.model.replace(ffn="swiglu", vocab_size=None)), tmp_path / "swiglu", progress=False)
     assert '"gates"' not in (tmp_path / "swiglu" / "metrics.jsonl").read_text()
+
+
+def test_moe_statistics_pool_every_routed_assignment():
+    """An MoE layer of MoA experts: each expert's statistics on the tokens routed to it, and
+    layer keys equal to the statistics of all (token, expert) assignments computed at once."""
+    from moa.nn import MoE, MoEConfig
+    from moa.train.gate_stats import moe_statistics
+
+    torch.manual_seed(0)
+    d, n = 16, 60
+    moe = MoE(MoEConfig(num_experts=4, top_k=2, shared_experts=1, expert_hidden=24), ffn_config("moa-glu"), d)
+    with torch.no_grad():
+        for e in [*moe.experts, *moe.shared_experts]:
+            e.gate.weight.normal_(0, 2.0)
+        moe.router.weight.normal_(0, 1.0)
+    x = torch.randn(n, d)
+    s = moe_statistics(moe, x)
+    experts_Nk = moe.route(x)[2]
+    names = moe.experts[0].config.activations
+    k = len(names)
+    logits, gates, z_all = [], [], []
+    for e, expert in enumerate(moe.experts):
+        rows = (experts_Nk == e).any(-1)
+        assert s[f"E{e}.share"] == pytest.approx(float(rows.sum()) / (2 * n))
+        lg = (x[rows] @ expert.gate.weight.T + expert.gate.bias).detach()
+        logits.append(lg)
+        gates.append(torch.softmax(lg, -1))
+        z_all.append((x[rows] @ expert.w1.weight.T).detach())
+        if rows.any():
+            ge = gates[-1]
+            assert s[f"E{e}.gate_entropy"] == pytest.approx(float(-(ge * ge.log()).sum(-1).mean() / math.log(k)), rel=1e-5)
+    g, lg = torch.cat(gates), torch.cat(logits)
+    assert g.shape[0] == 2 * n  # every token twice: top-2
+    assert s["gate_max_logit"] == pytest.approx(float(lg.abs().max()), rel=1e-6)
+    assert s["gate_entropy"] == pytest.approx(float(-(g * g.log()).sum(-1).mean() / math.log(k)), rel=1e-5)
+    for a, name in enumerate(names):
+        assert s[f"gate_mean.{name}"] == pytest.approx(float(g[:, a].mean()), rel=1e-5)
+        assert s[f"gate_top1.{name}"] == pytest.approx(float((g.argmax(-1) == a).float().mean()))
+        acts = torch.cat([CLOSED_FORMS[name](z) for z in z_all])
+        assert s[f"rms.{name}"] == pytest.approx(rms(acts), rel=1e-5)
+        weighted = torch.cat([CLOSED_FORMS[name](z) * ge[:, a:a + 1] for z, ge in zip(z_all, gates)])
+        assert s[f"mix_rms.{name}"] == pytest.approx(rms(weighted), rel=1e-5)
+    assert s["z_rms"] == pytest.approx(rms(torch.cat(z_all)), rel=1e-6)
+    # the shared expert sees every token
+    assert s == pytest.approx({**s, **ffn_statistics(moe.shared_experts[0], x, prefix="S0.")})
+
+
+def test_moe_training_logs_pooled_gate_statistics(tmp_path):
+    cfg = apply_overrides(get_preset("debug"), [*TINY, "model.ffn=moa-glu", "model.moe.num_experts=4",
+                                                "model.moe.top_k=2", "model.moe.expert_hidden=32"])
+    train(cfg, tmp_path / "moe", progress=False)
+    gates = [json.loads(line) for line in (tmp_path / "moe" / "metrics.jsonl").read_text().splitlines()
+             if '"gates"' in line]
+    assert [g["step"] for g in gates] == [8, 16]
+    for layer in (0, 1):
+        last = gates[-1]
+        assert 0 <= last[f"L{layer}.gate_entropy"] <= 1
+        assert sum(last[f"L{layer}.E{e}.share"] for e in range(4)) == pytest.approx(1.0)
+        assert sum(last[f"L{layer}.gate_top1.{a}"] for a in CLOSED_FORMS) == pytest.approx(1.0)

@@ -2,9 +2,17 @@
 
 Cheap by construction: one extra forward of the eval model on a fixed slice of the first
 validation batch (at most :data:`SLICE_TOKENS` tokens, the same slice at every
-evaluation), with forward hooks on the FFNs of dense blocks capturing each FFN's input x.
-Everything is recomputed from x in float32 with the FFN's own weights. MoE layers are
-left to ``moa gates`` (after training).
+evaluation), with forward hooks on the FFNs capturing each FFN's input x. Everything is recomputed
+from x in float32 with the FFN's own weights.
+
+MoE layers whose experts are LA/MoA FFNs: the routing is recomputed from the layer input
+with the layer's own :meth:`moa.nn.MoE.route` (the forward's top-k), each routed expert's
+statistics are taken on the tokens routed to it, and the layer's ``L{i}.*`` keys below
+are pooled over all (token, expert) assignments (exactly: means weighted by each
+expert's token count, RMS in quadrature, max of maxima), so a dense and an MoE layer read
+the same. Per expert ``e`` also: ``L{i}.E{e}.share`` (its share of the assignments) and,
+for MoA, ``L{i}.E{e}.gate_entropy``; a shared expert ``j`` gets the full set of keys
+under ``L{i}.S{j}.``.
 
 Keys of the event (``L{i}`` is block i; ``{a}`` an activation of the dictionary):
 
@@ -29,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from moa.nn import ACTIVATIONS, LAFFN, MoAFFN
+from moa.nn import ACTIVATIONS, LAFFN, MoAFFN, MoE
 from moa.nn.activations import gaussian_rms
 from moa.nn.ffn import normalize_gates
 
@@ -39,9 +47,16 @@ Tensor = torch.Tensor
 SLICE_TOKENS = 1024
 
 
+def _mixing(ffn) -> bool:
+    """An LA/MoA FFN, or an MoE layer whose experts are."""
+    if isinstance(ffn, MoE):
+        return any(isinstance(e, (LAFFN, MoAFFN)) for e in [*ffn.experts, *ffn.shared_experts])
+    return isinstance(ffn, (LAFFN, MoAFFN))
+
+
 def has_mixing(model) -> bool:
-    """Whether any dense block of ``model`` has an LA or MoA FFN (else nothing is logged)."""
-    return any(isinstance(b.ffn, (LAFFN, MoAFFN)) for b in model.blocks)
+    """Whether any block of ``model`` has an LA or MoA FFN, dense or as experts (else nothing is logged)."""
+    return any(_mixing(b.ffn) for b in model.blocks)
 
 
 def gate_slice(x_BT: Tensor, max_tokens: int = SLICE_TOKENS) -> Tensor:
@@ -59,8 +74,9 @@ def gate_statistics(model, x_BT: Tensor, autocast: Optional[torch.autocast] = No
     stats: dict[str, float] = {}
     handles = []
     for i, block in enumerate(model.blocks):
-        if isinstance(block.ffn, (LAFFN, MoAFFN)):
-            handles.append(block.ffn.register_forward_hook(_hook(i, stats)))
+        if _mixing(block.ffn):
+            hook = _moe_hook if isinstance(block.ffn, MoE) else _hook
+            handles.append(block.ffn.register_forward_hook(hook(i, stats)))
     if not handles:
         return stats
     was_training = model.training
@@ -80,6 +96,50 @@ def _hook(layer: int, stats: dict):
         with torch.autocast(args[0].device.type, enabled=False):
             stats.update(ffn_statistics(ffn, args[0].detach().flatten(0, -2).float(), prefix=f"L{layer}."))
     return hook
+
+
+def _moe_hook(layer: int, stats: dict):
+    def hook(moe, args, output):
+        with torch.autocast(args[0].device.type, enabled=False):
+            stats.update(moe_statistics(moe, args[0].detach().flatten(0, -2).float(), prefix=f"L{layer}."))
+    return hook
+
+
+#: keys pooled as means weighted by token count, and those pooled as root-mean-squares
+_MEAN_KEYS = ("gate_entropy", "gate_top1.", "gate_mean.")
+_RMS_KEYS = ("rms.", "mix_rms.", "z_rms")
+
+
+@torch.no_grad()
+def moe_statistics(moe: MoE, x_ND: Tensor, prefix: str = "") -> dict[str, float]:
+    """Statistics of an MoE layer of LA/MoA experts on inputs ``x_ND`` (float32): see the module docstring."""
+    out: dict[str, float] = {}
+    _, _, experts_Nk, _ = moe.route(x_ND)
+    per_expert = []
+    for e, expert in enumerate(moe.experts):
+        rows = (experts_Nk == e).any(-1)
+        count = int(rows.sum())
+        out[f"{prefix}E{e}.share"] = count / experts_Nk.numel()
+        if count and isinstance(expert, (LAFFN, MoAFFN)):
+            s = ffn_statistics(expert, x_ND[rows])
+            per_expert.append((count, s))
+            if "gate_entropy" in s:
+                out[f"{prefix}E{e}.gate_entropy"] = s["gate_entropy"]
+    if per_expert:
+        total = sum(c for c, _ in per_expert)
+        for key in per_expert[0][1]:
+            values = [(c, s[key]) for c, s in per_expert]
+            if key == "gate_max_logit":
+                out[prefix + key] = max(v for _, v in values)
+            elif key.startswith(_RMS_KEYS):
+                out[prefix + key] = math.sqrt(sum(c * v * v for c, v in values) / total)
+            else:
+                assert key.startswith(_MEAN_KEYS), key
+                out[prefix + key] = sum(c * v for c, v in values) / total
+    for j, shared in enumerate(moe.shared_experts):
+        if isinstance(shared, (LAFFN, MoAFFN)):
+            out.update(ffn_statistics(shared, x_ND, prefix=f"{prefix}S{j}."))
+    return out
 
 
 @torch.no_grad()
