@@ -49,3 +49,23 @@ def test_validation_errors():
         apply_overrides(RunConfig(), ["train.tokens=100"])
     with pytest.raises(ValueError, match="seq_len=4096 exceeds"):
         apply_overrides(RunConfig(), ["train.seq_len=4096", "train.tokens=100M"])
+
+
+def test_model_activations_replaces_the_dictionary():
+    from moa.model import Transformer
+    from moa.presets import get_preset
+
+    cfg = apply_overrides(get_preset("debug"), ["model.ffn=moa-glu", "model.activations=relu, gelu,tanh",
+                                                "model.vocab_size=256"])
+    assert cfg.model.ffn_config().activations == ("relu", "gelu", "tanh")
+    model = Transformer(cfg.model)
+    assert model.blocks[0].ffn.config.activations == ("relu", "gelu", "tanh")
+    assert model.blocks[0].ffn.gate.out_features == 3
+    swiglu = apply_overrides(get_preset("debug"), ["model.ffn=swiglu", "model.activations=gelu"])
+    assert swiglu.model.ffn_config().activations == ("gelu",)
+    for ffn, bad, needle in [("moa-glu", "relu,nope", "unknown activation 'nope'"),
+                             ("swiglu", "relu,gelu", "exactly one activation"),
+                             ("la-glu", "relu,relu", "duplicates")]:
+        with pytest.raises(ValueError, match=needle) as e:
+            apply_overrides(get_preset("debug"), [f"model.ffn={ffn}", f"model.activations={bad}"])
+        assert str(e.value).startswith(f"model.activations={bad!r}") and "\n" not in str(e.value)

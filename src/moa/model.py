@@ -38,6 +38,8 @@ class ModelConfig:
     ``gate_norm``, ``gate_temperature``, ``la_granularity``, ``dictionary_scale`` and
     ``gate_z_loss`` (stability options, :class:`moa.nn.FFNConfig`) override the preset's
     (the gate options only matter for MoA, ``la_granularity`` only for LA).
+    ``activations``: the dictionary as comma-separated names (e.g. ``relu,gelu,silu``),
+    replacing the preset's; None keeps it (a fixed-σ preset takes exactly one name).
     moe: ``moe.num_experts > 0`` turns every block's FFN into an MoE layer whose experts
     are ``ffn`` FFNs (docs/DESIGN.md §5; :class:`moa.nn.MoEConfig`).
     """
@@ -55,6 +57,7 @@ class ModelConfig:
     la_granularity: str = "layer"
     dictionary_scale: str = "none"
     gate_z_loss: float = 0.0
+    activations: Optional[str] = None
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     max_seq_len: int = 2048
@@ -95,10 +98,17 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     def ffn_config(self) -> FFNConfig:
+        extra = {}
+        if self.activations is not None:
+            names = tuple(a.strip() for a in self.activations.split(",") if a.strip())
+            try:
+                extra["activations"] = FFN_PRESETS[self.ffn].replace(activations=names).activations
+            except ValueError as exc:
+                raise ValueError(f"model.activations={self.activations!r}: {exc}") from None
         return ffn_config(self.ffn, hidden_dim=self.ffn_hidden, gate_groups=self.gate_groups,
                           gate_norm=self.gate_norm, temperature=self.gate_temperature,
                           la_granularity=self.la_granularity, dictionary_scale=self.dictionary_scale,
-                          gate_z_loss=self.gate_z_loss)
+                          gate_z_loss=self.gate_z_loss, **extra)
 
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

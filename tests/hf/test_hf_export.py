@@ -41,6 +41,9 @@ CASES = [(ffn, VARIANTS[i % len(VARIANTS)]) for i, ffn in enumerate(FFN_PRESETS)
     ("la-glu", dict(la_granularity="channel", n_kv_heads=2)),
     ("moa-glu", dict(moe=MoEConfig(num_experts=4, top_k=2, expert_hidden=32, shared_experts=1, balance="bias"))),
     ("swiglu", dict(moe=MoEConfig(num_experts=3, top_k=1, expert_hidden=32, renormalize=False))),
+    # the RMS-scaled dictionary (σ_k / its Gaussian RMS) and a dictionary other than the preset's
+    ("moa-glu", dict(dictionary_scale="rms", activations="relu,relu2,tanh")),
+    ("la-mlp", dict(dictionary_scale="rms", la_granularity="channel")),
 ]
 TOKENS = torch.randint(0, 256, (2, SEQ), generator=torch.Generator().manual_seed(1))
 

@@ -7,8 +7,10 @@ only ``transformers``. Each config is its base config plus two plain-dict attrib
 
 * ``moa_ffn``: ``kind`` ("mlp" Type-I | "glu" Type-II), ``mixing`` ("fixed" | "la" | "moa"),
   ``activations`` (dictionary names), ``gate_groups``, ``gate_norm`` ("softmax" | "sigmoid"
-  | "none"), ``temperature``, ``la_granularity`` ("layer" | "channel"). The hidden width
-  is ``intermediate_size`` (of every expert, under MoE).
+  | "none"), ``temperature``, ``la_granularity`` ("layer" | "channel"), ``dictionary_rms``
+  (None, or one constant per activation: the mixing weights are divided by it, moa's
+  ``dictionary_scale="rms"``). The hidden width is ``intermediate_size`` (of every
+  expert, under MoE).
 * ``moa_moe``: ``None`` (dense) or ``num_experts``, ``top_k``, ``shared_experts``,
   ``router`` ("softmax" | "sigmoid"), ``renormalize``, ``balance`` (selection adds the
   ``expert_bias`` buffer when "bias").
@@ -20,7 +22,7 @@ Plain dicts (not typed fields) keep the class valid under both transformers 4.x
 from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
 DEFAULT_FFN = {"kind": "glu", "mixing": "moa", "activations": ["relu", "gelu", "silu", "relu2"], "gate_groups": 1,
-               "gate_norm": "softmax", "temperature": 1.0, "la_granularity": "layer"}
+               "gate_norm": "softmax", "temperature": 1.0, "la_granularity": "layer", "dictionary_rms": None}
 
 
 class MoaConfig(LlamaConfig):

@@ -50,8 +50,12 @@ def is_plain_llama(cfg: ModelConfig) -> bool:
 
 
 def _ffn_dict(f: FFNConfig) -> dict:
+    from moa.nn.activations import gaussian_rms
+
+    rms = [gaussian_rms(a) for a in f.activations] if f.dictionary_scale == "rms" else None
     return {"kind": f.kind, "mixing": f.mixing, "activations": list(f.activations), "gate_groups": f.gate_groups,
-            "gate_norm": f.gate_norm, "temperature": f.temperature, "la_granularity": f.la_granularity}
+            "gate_norm": f.gate_norm, "temperature": f.temperature, "la_granularity": f.la_granularity,
+            "dictionary_rms": rms}
 
 
 def hf_config(cfg: ModelConfig, seq_len: int, eos_id: Optional[int], dtype: str = "float32"):

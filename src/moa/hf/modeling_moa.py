@@ -59,6 +59,10 @@ class MoaMLP(nn.Module):
         self.activations = tuple(ffn["activations"])
         self.gate_groups, self.gate_norm = int(ffn["gate_groups"]), ffn["gate_norm"]
         self.temperature = float(ffn["temperature"])
+        rms = ffn.get("dictionary_rms")  # σ_k / c_k folded into the weights: Σ (w_k / c_k) σ_k
+        self.dictionary_rms = None if rms is None else tuple(float(c) for c in rms)
+        if self.dictionary_rms is not None and len(self.dictionary_rms) != len(self.activations):
+            raise ValueError(f"dictionary_rms has {len(self.dictionary_rms)} values for {len(self.activations)} activations")
         d, m, k = config.hidden_size, config.intermediate_size, len(self.activations)
         if self.kind == "glu":
             self.gate_proj = nn.Linear(d, m, bias=False)
@@ -86,12 +90,17 @@ class MoaMLP(nn.Module):
         if self.mixing == "fixed":
             return ACTIVATIONS[self.activations[0]](z)
         if self.mixing == "la":
-            c = self.la_coef.to(z.dtype)  # (K,) or (m, K)
+            c = self._scaled(self.la_coef).to(z.dtype)  # (K,) or (m, K)
             return sum(ACTIVATIONS[a](z) * c[..., i] for i, a in enumerate(self.activations))
-        g = self.gates(x).to(z.dtype)  # (..., G, K)
+        g = self._scaled(self.gates(x)).to(z.dtype)  # (..., G, K)
         z_GH = z.unflatten(-1, (self.gate_groups, -1))
         h_GH = sum(ACTIVATIONS[a](z_GH) * g[..., i : i + 1] for i, a in enumerate(self.activations))
         return h_GH.flatten(-2)
+
+    def _scaled(self, coef):
+        if self.dictionary_rms is None:
+            return coef
+        return coef / torch.tensor(self.dictionary_rms, dtype=coef.dtype, device=coef.device)
 
     def forward(self, x):
         if self.kind == "glu":
