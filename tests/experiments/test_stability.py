@@ -43,7 +43,7 @@ def test_correlation_line_is_scipy_spearman_on_the_most_collapsed_layer(tmp_path
     text = correlation(study)
     first = spearmanr([0.2, 0.1, 0.3], [1.0, 2.0, 1.5])
     last = spearmanr([0.5, 0.3, 0.2], [1.0, 2.0, 1.5])
-    assert "over the 3 runs" in text
+    assert "over the 3 MoA runs" in text
     assert f"first evaluation ρ = {first.statistic:.2f} (p = {first.pvalue:.2f})" in text
     assert f"last evaluation ρ = {last.statistic:.2f} (p = {last.pvalue:.2f})" in text
     assert correlation({"a": {0: run(1.0, (0.1, 0.2), (0.1, 0.2))}}) == ""  # too few runs for a correlation
@@ -70,10 +70,23 @@ def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsy
         search = next(line for line in text.splitlines() if line.startswith(f"| {variant}-search |"))
         best = v["lr_search_per_seed"][f"{v['best_lr']:.6g}"]
         assert search.split("|")[2].strip() == f"s1000: {best[0]:.4f}"  # the search seed at the chosen LR only
-    assert "runs with gate statistics" in text  # moa-glu report + search runs: 3 with gates
+    assert "MoA runs with gate statistics" in text  # moa-glu report + search runs: 3 with gates
     # every LR of the search, one variant, own file name
     assert main([str(out), "--all-lrs", "--variants", "moa-glu", "--name", "moa"]) == 0
     rows = [line.split("|")[1].strip() for line in (out / "moa.md").read_text().splitlines() if line.startswith("| moa")]
     v = results["variants"]["moa-glu"]
     assert rows == ["moa-glu"] + [f"moa-glu-search-lr{float(lr):.3g}" for lr in v["lr_search_per_seed"]]
     assert (out / "moa.png").stat().st_size > 0 and (out / "stability.md").read_text() == text
+
+
+def test_la_rows_show_the_largest_coefficient_and_any_metric_plots(tmp_path):
+    from moa.experiments.stability import plot, table
+
+    gates = [{"step": s, "L0.gate_mean.relu": 0.1, "L0.gate_mean.relu2": 0.7, "L0.z_rms": z}
+             for s, z in ((10, 1.0), (20, 2.0))]
+    study = {"la": {0: {"summary": {"final_val_loss": 1.0}, "gates": gates,
+                        "evals": [{"step": 10, "val_loss": 2.0}, {"step": 20, "val_loss": 1.0}]}}}
+    text = table(study)
+    assert "L0 LA relu2 0.70" in text and "Spearman" not in text  # no MoA gates: no correlation line
+    plot(study, tmp_path / "z.png", "z_rms")
+    assert (tmp_path / "z.png").stat().st_size > 0

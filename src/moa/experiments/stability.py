@@ -88,6 +88,11 @@ def table(study: dict[str, dict[int, dict]]) -> str:
             g = seeds[s]["gates"][-1] if seeds[s]["gates"] else {}
             parts = []
             for layer in layers(g):
+                if f"L{layer}.gate_entropy" not in g:  # LA: its largest coefficient
+                    coef = {k.rsplit(".", 1)[1]: v for k, v in g.items() if k.startswith(f"L{layer}.gate_mean.")}
+                    best = max(coef, key=coef.get)
+                    parts.append(f"L{layer} LA {best} {coef[best]:.2f}")
+                    continue
                 top = {k.rsplit(".", 1)[1]: v for k, v in g.items() if k.startswith(f"L{layer}.gate_top1.")}
                 best = max(top, key=top.get)
                 parts.append(f"L{layer} {g[f'L{layer}.gate_entropy']:.2f}/{g[f'L{layer}.gate_max_logit']:.1f}/"
@@ -106,7 +111,7 @@ def correlation(study: dict[str, dict[int, dict]]) -> str:
     """Spearman ρ between final val loss and :func:`min_entropy`, first and last evaluation."""
     from scipy.stats import spearmanr
 
-    runs = [r for seeds in study.values() for r in seeds.values() if r["gates"]]
+    runs = [r for seeds in study.values() for r in seeds.values() if r["gates"] and "L0.gate_entropy" in r["gates"][0]]
     if len(runs) < 3:
         return ""
     loss = [r["summary"]["final_val_loss"] for r in runs]
@@ -115,10 +120,11 @@ def correlation(study: dict[str, dict[int, dict]]) -> str:
         res = spearmanr([min_entropy(r["gates"][index]) for r in runs], loss)
         parts.append(f"{label} evaluation ρ = {res.statistic:.2f} (p = {res.pvalue:.2f})")
     return (f"\n\nSpearman rank correlation of final val loss with the lowest layer's normalised gate "
-            f"entropy, over the {len(runs)} runs with gate statistics: {'; '.join(parts)}.")
+            f"entropy, over the {len(runs)} MoA runs with gate statistics: {'; '.join(parts)}.")
 
 
-def plot(study: dict[str, dict[int, dict]], path: Path) -> None:
+def plot(study: dict[str, dict[int, dict]], path: Path, metric: str = "gate_entropy") -> None:
+    """Per configuration: val loss and, per layer, ``L{i}.<metric>`` of the gates events, over steps."""
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     names = list(study)
@@ -132,14 +138,17 @@ def plot(study: dict[str, dict[int, dict]], path: Path) -> None:
             ax.set_title(f"{name}: val loss")
             for layer in range(n_layers):
                 ax = axes[row][1 + layer]
-                ax.plot([g["step"] for g in run["gates"]], [g[f"L{layer}.gate_entropy"] for g in run["gates"]], "o-",
-                        ms=3, label=f"seed {s}")
-                ax.set_title(f"{name}: layer {layer} gate entropy / log K")
-                ax.set_ylim(0, 1)
+                points = [(g["step"], g[f"L{layer}.{metric}"]) for g in run["gates"] if f"L{layer}.{metric}" in g]
+                if points:
+                    ax.plot(*zip(*points), "o-", ms=3, label=f"seed {s}")
+                ax.set_title(f"{name}: layer {layer} " + ("gate entropy / log K" if metric == "gate_entropy" else metric))
+                if metric == "gate_entropy":
+                    ax.set_ylim(0, 1)
         for ax in axes[row]:
             ax.set_xlabel("step")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -149,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", type=Path, help="study folder with runs/<config>-s<seed>/, or a moa compare folder")
     p.add_argument("--all-lrs", action="store_true", help="compare folder: every LR of the search, not only the chosen")
     p.add_argument("--variants", default=None, help="compare folder: only these variants (comma-separated)")
+    p.add_argument("--metric", default="gate_entropy",
+                   help="gates-event quantity plotted per layer, e.g. mix_rms.relu2 or z_rms (default: gate_entropy)")
     p.add_argument("--name", default="stability", help="output files DIR/NAME.md and DIR/NAME.png (default: stability)")
     args = p.parse_args(argv)
     study = collect(args.dir, args.all_lrs)
@@ -157,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         study = {k: v for k, v in study.items() if any(k == x or k.startswith(f"{x}-search") for x in keep)}
     text = table(study)
     (args.dir / f"{args.name}.md").write_text(text + "\n")
-    plot(study, args.dir / f"{args.name}.png")
+    plot(study, args.dir / f"{args.name}.png", args.metric)
     print(text)
     return 0
 
