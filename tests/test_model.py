@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moa.cli.train import describe
+from moa.train.runs import describe
 from moa.model import ModelConfig, Transformer, param_counts
 from moa.nn import ffn_cost
 from moa.presets import PRESETS, get_preset
