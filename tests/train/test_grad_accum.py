@@ -16,8 +16,8 @@ def _first_step(cfg, out, monkeypatch):
     grads = {}
     real_build = loop.build_optimizers
 
-    def build(model, optim_cfg):
-        optimizers = real_build(model, optim_cfg)
+    def build(model, optim_cfg, **kwargs):
+        optimizers = real_build(model, optim_cfg, **kwargs)
         first, real_step = optimizers[0], optimizers[0].step
 
         def step(*args, **kwargs):  # the first optimizer steps first: every .grad is final
