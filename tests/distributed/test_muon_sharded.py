@@ -45,7 +45,8 @@ def _sharded_rank(rank):
     return [p.full_tensor() for p in params], buffers, [p.to_local().shape for p in params]
 
 
-def test_sharded_muon_equals_torch_muon_on_one_process():
+def torch_muon_reference():
+    """The parameters and optimizer of torch.optim.Muon after STEPS steps on one process."""
     weights, grads = tensors()
     params = [torch.nn.Parameter(w.clone()) for w in weights]
     opt = torch.optim.Muon(params, **KW)
@@ -53,6 +54,11 @@ def test_sharded_muon_equals_torch_muon_on_one_process():
         for p, g in zip(params, step_grads):
             p.grad = g
         opt.step()
+    return params, opt
+
+
+def test_sharded_muon_equals_torch_muon_on_one_process():
+    params, opt = torch_muon_reference()
     (w0, b0, shapes0), (w1, b1, shapes1) = run_distributed(_sharded_rank, 2)
     assert shapes0[0] == (3, 3) and shapes1[0] == (2, 3) and shapes1[1] == (0, 4)  # the splits meant above
     for i, p in enumerate(params):
@@ -93,13 +99,7 @@ def test_replicated_muon_splits_the_work_and_equals_torch_muon():
     rank runs Newton–Schulz only on the matrices it owns (LPT on their FLOPs)."""
     from moa.train.muon import balanced_owners
 
-    weights, grads = tensors()
-    params = [torch.nn.Parameter(w.clone()) for w in weights]
-    opt = torch.optim.Muon(params, **KW)
-    for step_grads in grads:
-        for p, g in zip(params, step_grads):
-            p.grad = g
-        opt.step()
+    params, opt = torch_muon_reference()
     shapes = [shape for shape, _ in MATRICES]
     for world in (2, 3):
         results = run_distributed(_replicated_rank, world, (world,))

@@ -310,9 +310,9 @@ def _orthogonalise_replicated(updates: list[Tensor], coeffs, steps: int, eps: fl
     device = updates[0].device
     send = torch.zeros(width, dtype=NS_DTYPE, device=device)
     offset = 0
-    for j in mine:  # sent in the layout Newton–Schulz made it (wide), so the receiver's O has its strides
+    for j in mine:
         o = zeropower_via_newtonschulz(updates[j], coeffs, steps, eps)
-        send[offset:offset + o.numel()] = (o.T if _tall(o) else o).reshape(-1)
+        send[offset:offset + o.numel()] = o.reshape(-1)
         offset += o.numel()
     recv = torch.empty(world * width, dtype=NS_DTYPE, device=device)
     # all_gather_single (torch ≥ 2.13) is all_gather_into_tensor renamed; the old name warns there
@@ -322,16 +322,8 @@ def _orthogonalise_replicated(updates: list[Tensor], coeffs, steps: int, eps: fl
         offset = r * width
         for j in range(len(updates)):
             if owner[j] == r:
-                n, (rows, cols) = updates[j].numel(), updates[j].shape
-                # a fresh (aligned) copy: torch's CPU kernels may round the final
-                # ``P -= lr·O`` differently on a misaligned view (1 ulp seen), and one
-                # process must be matched bit for bit
-                flat = recv[offset:offset + n].clone()
-                out[j] = flat.view(cols, rows).T if rows > cols else flat.view(rows, cols)
+                n = updates[j].numel()
+                out[j] = recv[offset:offset + n].view(updates[j].shape)
                 offset += n
     return out
-
-
-def _tall(o: Tensor) -> bool:
-    return o.size(0) > o.size(1)
 
