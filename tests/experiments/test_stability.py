@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from moa.config import apply_overrides
 from moa.experiments.stability import main
 from moa.presets import get_preset
@@ -77,6 +79,13 @@ def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsy
     v = results["variants"]["moa-glu"]
     assert rows == ["moa-glu"] + [f"moa-glu-search-lr{float(lr):.3g}" for lr in v["lr_search_per_seed"]]
     assert (out / "moa.png").stat().st_size > 0 and (out / "stability.md").read_text() == text
+    # bad --variants / --metric: one line naming the value and the valid choices
+    for argv, needles in ((["--variants", "nope"], ["--variants nope", "valid: swiglu, moa-glu"]),
+                          (["--metric", "nope"], ["--metric 'nope'", "z_rms"])):
+        with pytest.raises(SystemExit) as e:
+            main([str(out), *argv])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and all(n in err for n in needles), err
 
 
 def test_la_rows_show_the_largest_coefficient_and_any_metric_plots(tmp_path):

@@ -25,6 +25,7 @@ from moa.experiments.sweep import mean_std
 from moa.train.records import SUMMARY, read_json, read_metrics
 
 RUN = re.compile(r"(.+)-s(\d+)$")
+COMPARE_RUN = re.compile(r"lr(.+)-s(\d+)-t\d+$")  # moa compare's run folder names
 
 
 def _record(run: Path) -> dict:
@@ -59,11 +60,11 @@ def collect_compare(root: Path, all_lrs: bool = False) -> dict[str, dict[int, di
         best = f"{v['best_lr']:.3g}"
         groups: dict[str, dict[int, dict]] = {variant: {}}
         for d in v["run_dirs"]:
-            m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
+            m = COMPARE_RUN.match(Path(d).name)
             if m and (root / d / SUMMARY).exists():
                 groups[variant][int(m.group(2))] = _record(root / d)
         for d in dict.fromkeys(v.get("search_run_dirs", [])):
-            m = re.match(r"lr(.+)-s(\d+)-t\d+$", Path(d).name)
+            m = COMPARE_RUN.match(Path(d).name)
             if not m or not (root / d / SUMMARY).exists() or not (all_lrs or m.group(1) == best):
                 continue
             name = f"{variant}-search" if m.group(1) == best and not all_lrs else f"{variant}-search-lr{m.group(1)}"
@@ -158,17 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", type=Path, help="study folder with runs/<config>-s<seed>/, or a moa compare folder")
     p.add_argument("--all-lrs", action="store_true", help="compare folder: every LR of the search, not only the chosen")
     p.add_argument("--variants", default=None, help="compare folder: only these variants (comma-separated)")
-    p.add_argument("--metric", default="gate_entropy",
+    p.add_argument("--metric", default=None,
                    help="gates-event quantity plotted per layer, e.g. mix_rms.relu2 or z_rms (default: gate_entropy)")
     p.add_argument("--name", default="stability", help="output files DIR/NAME.md and DIR/NAME.png (default: stability)")
     args = p.parse_args(argv)
     study = collect(args.dir, args.all_lrs)
     if args.variants:
         keep = args.variants.split(",")
+        unknown = [x for x in keep if x not in study]
+        if unknown:
+            p.error(f"--variants {','.join(unknown)} not in {args.dir}; valid: "
+                    f"{', '.join(k for k in study if '-search' not in k)}")
         study = {k: v for k, v in study.items() if any(k == x or k.startswith(f"{x}-search") for x in keep)}
+    known = {k.split(".", 1)[1] for c in study.values() for r in c.values() for g in r["gates"] for k in g
+             if k.startswith("L") and "." in k}
+    if args.metric is not None and args.metric not in known:
+        p.error(f"--metric {args.metric!r} is in no gates event; valid: {', '.join(sorted(known)) or 'none (no gates)'}")
     text = table(study)
     (args.dir / f"{args.name}.md").write_text(text + "\n")
-    plot(study, args.dir / f"{args.name}.png", args.metric)
+    plot(study, args.dir / f"{args.name}.png", args.metric or "gate_entropy")
     print(text)
     return 0
 
