@@ -23,6 +23,7 @@ def test_fit_recovers_known_power_law():
     boots = bootstrap_fits(points, samples=100)
     lo, hi = np.percentile([b.alpha for b in boots], [2.5, 97.5])
     assert lo < alpha < hi
+    assert not fit.degenerate and not any(b.degenerate for b in boots)
     with pytest.raises(ValueError, match="at least 3 distinct sizes"):
         fit_power_law([1e4, 1e5], [2.0, 1.9])
 
@@ -74,7 +75,8 @@ def test_compare_writes_everything_and_resumes_without_rerunning(tmp_path, capsy
         reported = {json.loads((out / d / "config.json").read_text())["seed"] for d in r["run_dirs"]}
         assert searched == {1000, 1001} and reported == {0, 1}
         assert not set(r["search_run_dirs"]) & set(r["run_dirs"])
-    assert res["variants"]["swiglu"]["delta_vs_first"]["per_seed"] == [0.0, 0.0]
+    assert res["variants"]["swiglu"]["delta_vs_first"] is None  # the baseline has no Δ to itself
+    assert res["tokens_trained"] == res["tokens"] == 2048 and res["search_tokens_trained"] == 2048
     summaries = sorted(out.glob("runs/*/*/summary.json"))
     assert len(summaries) == 2 * (2 * 2 + 2)  # per variant: 2 LRs × 2 search seeds, then 2 report seeds
     mtimes = {p: p.stat().st_mtime_ns for p in summaries}
@@ -93,6 +95,9 @@ def check_paired_deltas(res: dict, out=None) -> int:
     base = res["variants"][res["baseline"]]
     checked = 0
     for name, v in res["variants"].items():
+        if res.get("protocol", 1) >= 2 and name == res["baseline"]:
+            assert v["delta_vs_first"] is None
+            continue
         diffs = [a - b for a, b in zip(v["val_loss_per_seed"], base["val_loss_per_seed"])]
         d = v["delta_vs_first"]
         mean = d["mean"] if isinstance(d, dict) else d[0]  # protocol-1 files store [mean, std]
@@ -110,8 +115,9 @@ def check_paired_deltas(res: dict, out=None) -> int:
 def test_committed_compare_results_have_variant_minus_baseline_deltas():
     from pathlib import Path
 
-    found = sorted((Path(__file__).resolve().parents[2] / "docs" / "results").glob("compare-*/results.json"))
-    assert found, "no committed compare results"
+    results = Path(__file__).resolve().parents[2] / "docs" / "results"
+    found = sorted([*results.glob("compare-*/results.json"), *results.glob("prereg-*/results.json")])
+    assert len(found) >= 5, found
     for path in found:
         assert check_paired_deltas(json.loads(path.read_text()), path.parent) >= 2
 
@@ -119,7 +125,8 @@ def test_committed_compare_results_have_variant_minus_baseline_deltas():
 def test_compare_errors(capsys, tmp_path):
     for extra, needle in [(["--variants", "swiglu,nope"], "'nope'"), (["--seeds", "0"], "seeds=0"),
                           (["--lr-factors", "1,x"], "--lr-factors"), (["--search-fraction", "2"], "search fraction"),
-                          (["--search-seeds", "0"], "search_seeds=0"), (["--seeds", "1001"], "seeds=1001")]:
+                          (["--search-seeds", "0"], "search_seeds=0"), (["--seeds", "1001"], "seeds=1001"),
+                          (["--lr-factors", "0.5,1,1"], "0.5,1,1 list one twice")]:
         assert main(["compare", "--preset", "debug", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err
@@ -140,9 +147,13 @@ def test_scale_writes_fit_plot_and_multipliers(tmp_path, capsys):
         f = res["fits"][v]
         assert len(f["points"]) == 3 and f["ci95"]["alpha"] is not None
         assert len(f["compute_multiplier_vs_baseline"]) == 3
-    # tiny runs give noisy points, so only the form is checked here; the maths is tested above
+    # tiny runs give noisy points (often no power law at all), so only the form is checked
+    # here; the maths is tested above
+    base_degenerate = res["fits"]["swiglu"]["degenerate"]
     for f in res["fits"].values():
-        assert all(m > 0 for m in f["compute_multiplier_vs_baseline"].values())
+        assert f["degenerate"] == (f["A"] <= 0 or not 1.01e-3 < f["alpha"] < 0.99 * 3.0)
+        mults = f["compute_multiplier_vs_baseline"].values()
+        assert all(m is None for m in mults) if base_degenerate else all(m > 0 for m in mults)
     check_scale_n_is_non_embedding(res, out)
     assert main(["scale", "--preset", "debug", "--out", str(tmp_path / "bad"), "--sizes", "2"]) == 2
     assert "sizes=2" in capsys.readouterr().err
@@ -273,3 +284,84 @@ def test_jobs_must_be_positive(capsys, tmp_path):
     assert main(["compare", "--preset", "debug", "--out", str(tmp_path / "x"), "--jobs", "0", *TINY]) == 2
     err = capsys.readouterr().err
     assert "jobs=0" in err and "positive" in err and not (tmp_path / "x" / "runs").exists()
+
+
+def test_bootstrap_resamples_every_seed_of_a_size_and_fits_their_mean(monkeypatch):
+    """Like the point estimate (a fit to the seed means), each bootstrap fit sees the mean of
+    S seeds drawn with replacement, not one seed (whose spread is √S times wider)."""
+    import moa.experiments.scaling_fit as sf
+
+    seen = []
+    real = sf.fit_power_law
+    monkeypatch.setattr(sf, "fit_power_law", lambda n, loss: seen.append(list(loss)) or real(n, loss))
+    points = {1e4: [3.0, 3.2], 1e5: [2.5, 2.7], 1e6: [2.2, 2.4]}
+    sf.bootstrap_fits(points, samples=60)
+    for i, (lo, hi) in enumerate(points.values()):
+        values = {round(x[i], 9) for x in seen}
+        assert values == {lo, (lo + hi) / 2, hi}  # means of 2 draws: both low, one each, both high
+
+
+def test_a_degenerate_fit_is_flagged_and_gives_no_multiplier():
+    from moa.experiments.scale import scaling_table
+
+    n = [1e4, 1e5, 1e6]
+    rising = fit_power_law(n, [2.0, 2.1, 2.3])  # loss grows with size: no power law
+    assert rising.A <= 0 and rising.degenerate
+    assert not fit_power_law(n, [3.0, 2.5, 2.2]).degenerate
+
+    def fit(degenerate, mult):
+        return {"E": 1.0, "A": 2.0, "alpha": 0.3, "rmse": 0.01, "ci95": {"alpha": None}, "degenerate": degenerate,
+                "compute_multiplier_vs_baseline": {"100": mult}}
+
+    results = {"baseline": "swiglu", "tokens_per_param": 20, "seeds": 1, "scale_config": {},
+               "fits": {"swiglu": fit(True, None), "moa-glu": fit(False, None)}}
+    text = scaling_table(results)
+    assert "| swiglu (degenerate fit) |" in text and "| moa-glu |" in text and "∞" not in text
+    assert "no compute multipliers, as swiglu's own fit is degenerate" in text
+    assert text.count("| — |") == 2
+
+
+def test_reuse_accepts_the_same_lr_reached_by_other_arithmetic(tmp_path):
+    """Folder names keep 3 digits of the LR; an extension's g²/g' and base × factor can land
+    1 ulp apart on the same grid point: the run is reused, a different LR is still an error."""
+    from moa.config import apply_overrides
+    from moa.experiments.sweep import run_or_reuse
+    from moa.presets import get_preset
+
+    extended = 0.014 * 0.014 / 0.007  # a grid 0.0035·(1, 2, 4) extended once upwards
+    assert extended != 0.028 and f"{extended:.3g}" == "0.028"
+    cfg = apply_overrides(get_preset("debug"), [*TINY, "train.tokens=512", f"optim.lr={extended!r}"])
+    first = run_or_reuse("a", cfg, tmp_path / "lr0.028", log=None)
+    logs = []
+    again = run_or_reuse("a", apply_overrides(cfg, ["optim.lr=0.028"]), tmp_path / "lr0.028", log=logs.append)
+    assert again.reused and logs == ["  reuse   a"] and again.summary == first.summary
+    with pytest.raises(ValueError, match="another config"):
+        run_or_reuse("a", apply_overrides(cfg, ["optim.lr=0.0281"]), tmp_path / "lr0.028", log=None)
+
+
+def test_a_report_seed_that_diverges_is_shown_not_averaged_away(tmp_path, capsys):
+    """A report run that diverged (here: its records as a divergence at step 3 leaves them) is
+    reused as diverged; the variant gets no mean and no Δ, the others are unaffected."""
+    from moa.config import apply_overrides
+    from moa.presets import get_preset
+    from moa.train import train
+
+    out = tmp_path / "cmp"
+    tiny = [*TINY[:2], "train.tokens=2000", *TINY[3:]]  # 15 whole steps of 128 tokens
+    cfg = apply_overrides(get_preset("debug"), [*tiny, "model.ffn=moa-glu", "seed=1"])
+    bad = out / "runs" / "moa-glu" / f"lr{cfg.optim.lr:.3g}-s1-t2000"
+    assert train(cfg, bad, progress=False, stop_after=3) == {}
+    (bad / "diverged.json").write_text(json.dumps({"error": "loss is not finite at step 3"}))
+    argv = ["compare", "--preset", "debug", "--out", str(out), "--variants", "swiglu,moa-glu", "--seeds", "2",
+            "--search-seeds", "1", "--lr-factors", "1", *tiny]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "reuse   moa-glu lr=0.01 seed=1 (diverged)" in printed
+    res = json.loads((out / "results.json").read_text())
+    moa = res["variants"]["moa-glu"]
+    assert moa["diverged_seeds"] == [1] and moa["val_loss"] is None and moa["delta_vs_first"] is None
+    assert moa["val_loss_per_seed"][0] > 0 and moa["val_loss_per_seed"][1] is None
+    assert res["variants"]["swiglu"]["diverged_seeds"] == [] and res["variants"]["swiglu"]["val_loss"][0] > 0
+    table = (out / "results.md").read_text()
+    assert "| moa-glu |" in table and "diverged on seed(s) 1 | diverged on seed(s) 1 | — | — |" in table
+    assert "after 1,920 tokens (2,000 asked, in whole steps of 128)" in table and "(edge)" not in table

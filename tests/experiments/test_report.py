@@ -1,5 +1,6 @@
 """docs/RESULTS.md agrees with the files it cites, and the checker catches a document that does not."""
 
+import json
 from pathlib import Path
 
 from moa.cli import main
@@ -38,6 +39,16 @@ def test_sync_check_and_command_verification(tmp_path):
     assert any("train.tokens: 2048 vs 1024" in p for p in problems), problems
     assert any("compare_config" in p and "'seeds': 2" in p for p in problems), problems
     assert any("image ../exp/nope.png" in p for p in problems), problems
+    # a file written before a setting existed (here: no search_seeds recorded) passes a command
+    # that leaves the setting alone, not one that sets it
+    stored = json.loads((out / "results.json").read_text())
+    del stored["compare_config"]["search_seeds"]
+    (out / "results.json").write_text(json.dumps(stored))
+    doc.write_text(f"```bash\nmoa {shown}\n```\n")
+    assert check(doc, root=tmp_path) == []
+    doc.write_text(f"```bash\nmoa {shown} --search-seeds 3\n```\n")
+    problems = check(doc, root=tmp_path)
+    assert len(problems) == 1 and "sets --search-seeds, which" in problems[0], problems
 
 
 def test_missing_document_is_a_one_line_error(tmp_path, capsys):

@@ -49,6 +49,16 @@ def test_correlation_line_is_scipy_spearman_on_the_most_collapsed_layer(tmp_path
     assert f"first evaluation ρ = {first.statistic:.2f} (p = {first.pvalue:.2f})" in text
     assert f"last evaluation ρ = {last.statistic:.2f} (p = {last.pvalue:.2f})" in text
     assert correlation({"a": {0: run(1.0, (0.1, 0.2), (0.1, 0.2))}}) == ""  # too few runs for a correlation
+    # losses after different budgets (a compare's search and report runs) are never pooled
+    for r in study["a"].values():
+        r["summary"]["tokens"] = 1000
+    study["b"][0]["summary"]["tokens"] = 1000
+    search = {s: run(1.0 + s, (0.1 * s, 0.2), (0.3, 0.1 * s)) for s in range(3)}
+    for r in search.values():
+        r["summary"]["tokens"] = 500
+    text = correlation({**study, "a-search": search})
+    assert "over the 3 MoA runs trained for 500 tokens" in text and "over the 3 MoA runs trained for 1,000 tokens" in text
+    assert f"first evaluation ρ = {first.statistic:.2f} (p = {first.pvalue:.2f})" in text.split("1,000 tokens")[1]
 
 
 def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsys):

@@ -66,6 +66,18 @@ def test_resume_equals_uninterrupted(opt, tmp_path, tiny):
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-6, atol=1e-7)
     assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-6)
     assert resumed["resumed_from_step"] == 10
+    assert resumed["tokens_per_s"] > 0
+
+
+def test_a_finished_run_resumed_keeps_its_throughput(tmp_path, tiny):
+    """Killed after its final checkpoint, before summary.json: the resume trains nothing and
+    reports the run's throughput, not 0 tokens/s (which would drag a sweep's mean down)."""
+    cfg = tiny(steps=8)
+    first = train(cfg, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train(None, tmp_path / "run", resume=True, progress=False)
+    assert again["resumed_from_step"] == 8 and again["final_val_loss"] == first["final_val_loss"]
+    assert again["tokens_per_s"] == first["tokens_per_s"] == first["tokens"] / first["train_s"] > 0
 
 
 def test_atomic_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ Protocol (the same for every variant, so the comparison is fair; protocol 2 of
 3. Per variant: parameters, chosen LR (and the whole search), final val loss and bits per
    byte as mean ± std over the report seeds, the paired Δ vs the first variant (the
    baseline) with its 95% t interval and the minimum effect detectable at 80% power
-   (:mod:`moa.experiments.stats`), and tokens/s. Nothing is dropped: every seed counts.
+   (:mod:`moa.experiments.stats`), and tokens/s. Nothing is dropped: every seed counts; a
+   report run that diverges at the chosen LR is recorded and shown as diverged (no mean
+   and no Δ for that variant: a mean over the surviving seeds would hide it).
 
 Layout: ``OUT/runs/<variant>/lr<lr>-s<seed>-t<tokens>/`` (one training run each),
 ``OUT/results.json`` (search and report seeds recorded separately), ``OUT/results.md``,
@@ -61,6 +63,8 @@ class CompareConfig:
             raise ValueError(f"variants {','.join(self.variants)} list one twice")
         if not self.lr_factors or any(not f > 0 for f in self.lr_factors):
             raise ValueError(f"lr factors {self.lr_factors} must be positive numbers")
+        if len(set(self.lr_factors)) != len(self.lr_factors):
+            raise ValueError(f"lr factors {','.join(f'{f:g}' for f in self.lr_factors)} list one twice")
         if not isinstance(self.seeds, int) or not 1 <= self.seeds <= SEARCH_SEED_BASE:
             raise ValueError(f"seeds={self.seeds!r} must be an integer in 1..{SEARCH_SEED_BASE}")
         if not isinstance(self.search_seeds, int) or self.search_seeds < 1:
@@ -111,7 +115,8 @@ def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = Fa
         log(f"{variant}: best LR {best:.3g}; report seed(s) {', '.join(map(str, r_seeds))} at {full:,} tokens")
         finals = runner.map(lambda s: runner.run(f"{variant} lr={best:.3g} seed={s}",
                                                  _run_cfg(base, variant, best, s, full),
-                                                 _dir(out, variant, best, s, full)), [(s,) for s in r_seeds])
+                                                 _dir(out, variant, best, s, full), allow_divergence=True),
+                            [(s,) for s in r_seeds])
         # in the order tried (the grid, then each extension), whatever order the runs finished in
         search_dirs = [str(_dir(out, variant, lr, s, search_tokens).relative_to(out))
                        for lr in search.losses for s in s_seeds]
@@ -122,28 +127,47 @@ def run_compare(base: RunConfig, cc: CompareConfig, out_dir, progress: bool = Fa
     variants: dict[str, dict] = {v: d[0] for v, d in zip(cc.variants, done)}
     finals: dict[str, list[RunResult]] = {v: d[1] for v, d in zip(cc.variants, done)}
     first = cc.variants[0]
+    base_diverged = any(_diverged(r) for r in finals[first])
     base_losses = [r.summary["final_val_loss"] for r in finals[first]]
     for variant, runs in finals.items():
-        losses = [r.summary["final_val_loss"] for r in runs]
-        bpbs = [r.summary["final_val_bpb"] for r in runs]
-        s0 = runs[0].summary
+        diverged = [s for s, r in zip(r_seeds, runs) if _diverged(r)]
+        losses = [None if _diverged(r) else r.summary["final_val_loss"] for r in runs]
+        bpbs = [None if _diverged(r) else r.summary["final_val_bpb"] for r in runs]
+        counts = next((r.summary for r in runs if not _diverged(r)), None)
+        if counts is None:  # every report seed diverged: the counts from the config
+            from moa.train.runs import describe
+
+            d = describe(runs[0].config)
+            counts = {"params_total": d["total"], "params_non_embedding": d["non_embedding"], "params_active": d["active"]}
+        rates = [r.summary["tokens_per_s"] for r in runs if r.summary.get("tokens_per_s")]
         variants[variant].update({
-            "params_total": s0["params_total"], "params_non_embedding": s0["params_non_embedding"],
-            "params_active": s0.get("params_active", s0["params_total"]),
-            "val_loss": mean_std(losses), "val_bpb": mean_std(bpbs), "val_loss_per_seed": losses,
-            "val_bpb_per_seed": bpbs, "delta_vs_first": paired_summary(losses, base_losses),
-            "tokens_per_s": mean_std([r.summary["tokens_per_s"] for r in runs])[0],
+            "params_total": counts["params_total"], "params_non_embedding": counts["params_non_embedding"],
+            "params_active": counts.get("params_active", counts["params_total"]),
+            "val_loss": None if diverged else mean_std(losses), "val_bpb": None if diverged else mean_std(bpbs),
+            "val_loss_per_seed": losses, "val_bpb_per_seed": bpbs, "diverged_seeds": diverged,
+            # none for the baseline itself, and none where either side diverged on some seed
+            "delta_vs_first": (None if variant == first or diverged or base_diverged
+                               else paired_summary(losses, base_losses)),
+            "tokens_per_s": mean_std(rates)[0] if rates else None,
             "run_dirs": [str(r.run_dir.relative_to(out)) for r in runs],
         })
+    per_step = base.train.tokens_per_step
     results = {"protocol": PROTOCOL, "baseline": first, "variants": variants, "seeds": cc.seeds,
                "report_seeds": r_seeds, "search_seeds": s_seeds, "tokens": full, "search_tokens": search_tokens,
+               # what the runs trained: the budget in whole steps
+               "tokens_trained": full // per_step * per_step, "search_tokens_trained": search_tokens // per_step * per_step,
+               "tokens_per_step": per_step,
                "lr_factors": list(cc.lr_factors), "base_config": json.loads(dumps(base)),
                "compare_config": dataclasses.asdict(cc)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     table = results_table(results)
     (out / "results.md").write_text(table + "\n")
-    plot_curves(finals, out / "loss_curves.png")
+    plot_curves({v: [r for r in runs if not _diverged(r)] for v, runs in finals.items()}, out / "loss_curves.png")
     return results
+
+
+def _diverged(run: RunResult) -> bool:
+    return "diverged" in run.summary
 
 
 def results_table(results: dict) -> str:
@@ -151,18 +175,22 @@ def results_table(results: dict) -> str:
     first = results["baseline"]
     n = results["seeds"]
     moe = any(v.get("params_active", v["params_total"]) != v["params_total"] for v in results["variants"].values())
-    lines = [f"Final validation loss after {results['tokens']:,} tokens on report seed(s) {_seeds(results['report_seeds'])}, "
+    lines = [f"Final validation loss after {_tokens(results, '')} on report seed(s) {_seeds(results['report_seeds'])}, "
              f"mean ± std over {n} seed(s). LR tuned per variant over ×{', ×'.join(f'{f:g}' for f in results['lr_factors'])} "
              f"on the mean over search seed(s) {_seeds(results['search_seeds'])} (disjoint from the report seeds) "
-             f"at {results['search_tokens']:,} tokens{_extension_note(results)}.", "",
+             f"at {_tokens(results, 'search_')}{_extension_note(results)}.", "",
              f"| variant | params |{' active |' if moe else ''} non-emb | best LR | val loss (nats) | val bpb | "
              f"Δ loss vs {first} [95% CI] | MDE (80% power) | tokens/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if moe else "")]
     for name, v in results["variants"].items():
-        (l, ls), (b, bs), d = v["val_loss"], v["val_bpb"], v["delta_vs_first"]
+        d = v["delta_vs_first"]
         edge = " (edge)" if v["best_lr_on_grid_edge"] else ""
         pm = (lambda m, sd: f"{m:.4f} ± {sd:.4f}") if n > 1 else (lambda m, sd: f"{m:.4f} (1 seed)")
-        if name == first:
+        if v.get("diverged_seeds"):
+            loss = bpb = f"diverged on seed(s) {', '.join(map(str, v['diverged_seeds']))}"
+        else:
+            loss, bpb = pm(*v["val_loss"]), pm(*v["val_bpb"])
+        if name == first or d is None:
             delta, mde = "—", "—"
         elif d["ci95"] is None:
             delta, mde = f"{d['mean']:+.4f} (1 seed: no interval)", "—"
@@ -171,17 +199,15 @@ def results_table(results: dict) -> str:
             mde = f"{d['mde80']:.4f}"
         active = f" {v.get('params_active', v['params_total']):,} |" if moe else ""
         lines.append(f"| {name} | {v['params_total']:,} |{active} {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
-                     f"{pm(l, ls)} | {pm(b, bs)} | {delta} | {mde} | {v['tokens_per_s']:,.0f} |")
+                     f"{loss} | {bpb} | {delta} | {mde} | {_rate(v['tokens_per_s'])} |")
     lines += ["",
               f"Δ: per report seed, variant − {first} (negative: the variant is better); 95% CI: Student t over the "
               f"{n} paired seed(s). MDE: the smallest true Δ a two-sided paired t test (α = 0.05) detects with 80% "
               f"power given the observed paired std; a |Δ| below it may go undetected with this many seeds.",
-              "",
-              "(edge): the best LR is at the end of the search grid even after extending it; widen "
-              "`--lr-factors` to be sure it is tuned.",
+              *_edge_note(results),
               "",
               f"LR search (mean final val loss over search seed(s) {_seeds(results['search_seeds'])} at "
-              f"{results['search_tokens']:,} tokens; — = diverged):",
+              f"{_tokens(results, 'search_')}; — = diverged):",
               ""]
     for name, v in results["variants"].items():
         cells = [f"{float(lr):.3g}: {'—' if loss is None else f'{loss:.4f}'}" for lr, loss in v["lr_search"].items()]
@@ -193,6 +219,27 @@ def _seeds(seeds: list[int]) -> str:
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}–{seeds[-1]}"
     return ", ".join(map(str, seeds))
+
+
+def _tokens(results: dict, prefix: str) -> str:
+    """``N tokens``: what the runs trained, and the requested budget where whole steps cut it."""
+    asked, trained = results[f"{prefix}tokens"], results.get(f"{prefix}tokens_trained")
+    if trained is None or trained == asked:
+        return f"{asked:,} tokens"
+    return f"{trained:,} tokens ({asked:,} asked, in whole steps of {results['tokens_per_step']:,})"
+
+
+def _rate(tokens_per_s) -> str:
+    return "—" if tokens_per_s is None else f"{tokens_per_s:,.0f}"
+
+
+def _edge_note(results: dict) -> list[str]:
+    if not any(v["best_lr_on_grid_edge"] for v in results["variants"].values()):
+        return []
+    n = results.get("compare_config", {}).get("extend_edges", 0)
+    after = f" even after extending it {n} time(s)" if n else " (the grid was not extended)"
+    return ["", f"(edge): the best LR is at the end of the search grid{after}; widen `--lr-factors` to be sure it "
+                f"is tuned."]
 
 
 def _extension_note(results: dict) -> str:

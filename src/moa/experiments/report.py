@@ -92,7 +92,13 @@ def command_problems(argv: list[str], root: Path) -> list[str]:
     sweep = json.loads(json.dumps(dataclasses.asdict(SWEEPS[args.command][1](args))))
     # a results file written before a setting existed is compared on the settings it records
     # (e.g. protocol-1 compares have no search_seeds: docs/RESULTS.md says how they chose the LR)
-    sweep = {k: sweep.get(k) for k in stored[key]} if set(stored[key]) <= set(sweep) else sweep
+    if set(stored[key]) <= set(sweep):
+        # …but a command that sets such a setting asks for something the file cannot have
+        for k in sorted(set(sweep) - set(stored[key])):
+            flag = "--" + k.replace("_", "-")
+            if any(w == flag or w.startswith(flag + "=") for w in argv):
+                problems.append(f"`{line}`: sets {flag}, which {path} does not record (written before it existed)")
+        sweep = {k: sweep.get(k) for k in stored[key]}
     if sweep != stored[key]:
         problems.append(f"`{line}`: its {key} {sweep} differs from {path}'s {stored[key]}")
     return problems

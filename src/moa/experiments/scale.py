@@ -148,17 +148,16 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
         ci = {k: [float(np.percentile([getattr(b, k) for b in boots], q)) for q in (2.5, 97.5)] if boots else None
               for k in ("E", "A", "alpha")}
         fits[variant] = {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rmse": fit.rmse, "ci95": ci,
-                         "points": {str(n): mean_std(v) for n, v in sorted(pts.items())}}
+                         "degenerate": fit.degenerate, "points": {str(n): mean_std(v) for n, v in sorted(pts.items())}}
     base_name = sc.variants[0]
     base_pts = points[base_name]
     base_fit = fit_power_law(sorted(base_pts), [float(np.mean(base_pts[n])) for n in sorted(base_pts)])
     base_compute = fit_compute([e["params_non_embedding"] for e in runs[base_name]],
                                [e["train_flops"] for e in runs[base_name]])
-    for variant in sc.variants:
+    for variant in sc.variants:  # none off a degenerate baseline fit: it would read as ∞× or 0×
         fits[variant]["compute_multiplier_vs_baseline"] = {
-            str(e["params_non_embedding"]): compute_multiplier_flops(base_fit, base_compute,
-                                                                     float(np.mean(e["val_loss_per_seed"])),
-                                                                     e["train_flops"])
+            str(e["params_non_embedding"]): None if base_fit.degenerate else compute_multiplier_flops(
+                base_fit, base_compute, float(np.mean(e["val_loss_per_seed"])), e["train_flops"])
             for e in runs[variant]}
     results = {"baseline": base_name, "sizes": sizes, "tokens_per_param": sc.tokens_per_param, "seeds": sc.seeds,
                "report_seeds": report_seeds(sc.seeds), "search_seeds": search_seeds(sc.search_seeds) if sc.tune_lr else [],
@@ -189,8 +188,14 @@ def scaling_table(results: dict) -> str:
         ci = f["ci95"]["alpha"]
         ci_s = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "— (1 seed)"
         mult = list(f["compute_multiplier_vs_baseline"].values())[-1]
-        lines.append(f"| {name} | {f['E']:.4f} | {f['A']:.4g} | {f['alpha']:.3f} | {ci_s} | {f['rmse']:.4f} | "
+        mark = " (degenerate fit)" if f.get("degenerate") else ""
+        lines.append(f"| {name}{mark} | {f['E']:.4f} | {f['A']:.4g} | {f['alpha']:.3f} | {ci_s} | {f['rmse']:.4f} | "
                      f"{_times(mult)} |")
+    if any(f.get("degenerate") for f in results["fits"].values()):
+        lines += ["", "(degenerate fit): A ≤ 0 or α at an end of its search range, so no power law describes the "
+                      "points and α is no scaling exponent"
+                      + (f"; no compute multipliers, as {base}'s own fit is degenerate" if results["fits"][base].get(
+                          "degenerate") else "") + "."]
     if "runs" in results:
         lines += ["", "| variant | d, L | non-emb params | FLOPs/token | tokens | LR | val loss | compute multiplier |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -205,7 +210,9 @@ def scaling_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _times(mult: float) -> str:
+def _times(mult) -> str:
+    if mult is None:
+        return "—"
     return "∞" if mult == float("inf") else f"{mult:.2f}×"
 
 

@@ -3,7 +3,10 @@
 For fixed α the model is linear in (E, A), so the fit is a 1-D search over α (a log-grid
 scan refined by golden-section search) with exact least squares for E and A inside —
 no optimiser dependency and no sensitivity to a starting point. Uncertainty comes from
-a bootstrap that resamples one seed per model size.
+a bootstrap that resamples, at every size, as many seeds as it has (with replacement) and
+fits their means, as the point estimate fits the seed means. A fit with A ≤ 0 (loss not
+falling with size) or α at an end of its search range is *degenerate*: its extrapolation,
+and any compute multiplier read off it, means nothing, and callers say so.
 
 Compute multiplier of a variant's run: the baseline must reach the variant's loss
 ``L_v``; its fit gives the size ``N_b = (A_b / (L_v − E_b))^(1/α_b)``. The compute the
@@ -31,6 +34,12 @@ class PowerLawFit:
     A: float
     alpha: float
     rmse: float
+    alpha_at_bound: bool = False
+
+    @property
+    def degenerate(self) -> bool:
+        """A ≤ 0 or α at an end of its search range: no power law describes the points."""
+        return self.A <= 0 or self.alpha_at_bound
 
     def __call__(self, n):
         return self.E + self.A * np.power(np.asarray(n, dtype=np.float64), -self.alpha)
@@ -69,16 +78,19 @@ def fit_power_law(n, loss, alpha_range: tuple[float, float] = (1e-3, 3.0)) -> Po
             lo = m1
     alpha = (lo + hi) / 2
     e, a, s = _solve(alpha, logn, y)
-    return PowerLawFit(E=float(e), A=float(a), alpha=float(alpha), rmse=math.sqrt(s / len(y)))
+    at_bound = alpha <= alpha_range[0] * 1.01 or alpha >= alpha_range[1] * 0.99
+    return PowerLawFit(E=float(e), A=float(a), alpha=float(alpha), rmse=math.sqrt(s / len(y)),
+                       alpha_at_bound=bool(at_bound))
 
 
 def bootstrap_fits(points: dict[float, list[float]], samples: int = 200, seed: int = 0) -> list[PowerLawFit]:
-    """Fits to resampled data: for every size, one of its seeds' losses, drawn with replacement."""
+    """Fits to resampled data: for every size, the mean of as many of its seeds' losses as it
+    has, drawn with replacement (the point estimate fits the means of all of them)."""
     rng = random.Random(seed)
     sizes = sorted(points)
     fits = []
     for _ in range(samples):
-        fits.append(fit_power_law(sizes, [rng.choice(points[s]) for s in sizes]))
+        fits.append(fit_power_law(sizes, [float(np.mean(rng.choices(points[s], k=len(points[s])))) for s in sizes]))
     return fits
 
 

@@ -8,8 +8,8 @@ seeds at the search budget (``<variant>-search``). From the runs' ``summary.json
 ``DIR/stability.md`` (per configuration: final val loss per seed, mean ± std, and the
 last evaluation's gate entropy, max |logit| and dominant activation per layer; then the
 Spearman rank correlation, ``scipy.stats.spearmanr``, between final loss and the lowest
-layer's gate entropy, over every run with gate statistics, at the first and the last
-evaluation) and ``DIR/stability.png`` (validation loss and layer-wise gate entropy over
+layer's gate entropy, over every run with gate statistics trained for one token budget,
+at the first and the last evaluation) and ``DIR/stability.png`` (validation loss and layer-wise gate entropy over
 training, one line per seed). ``python -m moa.experiments.stability docs/results/stability``.
 """
 
@@ -20,6 +20,7 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Optional
 
 from moa.experiments.sweep import mean_std
 from moa.train.records import SUMMARY, read_json, read_metrics
@@ -113,15 +114,24 @@ def correlation(study: dict[str, dict[int, dict]]) -> str:
     from scipy.stats import spearmanr
 
     runs = [r for seeds in study.values() for r in seeds.values() if r["gates"] and "L0.gate_entropy" in r["gates"][0]]
-    if len(runs) < 3:
-        return ""
-    loss = [r["summary"]["final_val_loss"] for r in runs]
-    parts = []
-    for label, index in (("first", 0), ("last", -1)):
-        res = spearmanr([min_entropy(r["gates"][index]) for r in runs], loss)
-        parts.append(f"{label} evaluation ρ = {res.statistic:.2f} (p = {res.pvalue:.2f})")
-    return (f"\n\nSpearman rank correlation of final val loss with the lowest layer's normalised gate "
-            f"entropy, over the {len(runs)} MoA runs with gate statistics: {'; '.join(parts)}.")
+    # final losses after different token budgets (a compare's search and report runs) are not
+    # comparable: one correlation per budget
+    budgets: dict[Optional[int], list[dict]] = defaultdict(list)
+    for r in runs:
+        budgets[r["summary"].get("tokens")].append(r)
+    out = ""
+    for tokens, group in sorted(budgets.items(), key=lambda kv: kv[0] or 0):
+        if len(group) < 3:
+            continue
+        loss = [r["summary"]["final_val_loss"] for r in group]
+        parts = []
+        for label, index in (("first", 0), ("last", -1)):
+            res = spearmanr([min_entropy(r["gates"][index]) for r in group], loss)
+            parts.append(f"{label} evaluation ρ = {res.statistic:.2f} (p = {res.pvalue:.2f})")
+        at = f" trained for {tokens:,} tokens" if len(budgets) > 1 and tokens else ""
+        out += (f"\n\nSpearman rank correlation of final val loss with the lowest layer's normalised gate "
+                f"entropy, over the {len(group)} MoA runs{at} with gate statistics: {'; '.join(parts)}.")
+    return out
 
 
 def plot(study: dict[str, dict[int, dict]], path: Path, metric: str = "gate_entropy") -> None:

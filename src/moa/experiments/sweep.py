@@ -11,6 +11,7 @@ final loss, now and on every rerun, instead of stopping the sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -58,7 +59,12 @@ def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = Fals
 
     if (run_dir / CONFIG).exists():
         saved = config_from_dict(read_json(run_dir / CONFIG))
-        if saved.replace(model=saved.model.replace(vocab_size=cfg.model.vocab_size)) != cfg:
+        saved = saved.replace(model=saved.model.replace(vocab_size=cfg.model.vocab_size))
+        if math.isclose(saved.optim.lr, cfg.optim.lr, rel_tol=1e-9, abs_tol=0.0):
+            # the same grid point: folder names keep 3 digits of the LR, and the grid arithmetic
+            # that reaches it (base × factor, an extension's g²/g') can differ in the last ulp
+            saved = saved.replace(optim=dataclasses.replace(saved.optim, lr=cfg.optim.lr))
+        if saved != cfg:
             raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff_configs(saved, cfg)[:3])}); "
                              f"use another --out")
         if (run_dir / SUMMARY).exists():
@@ -90,10 +96,13 @@ class Runner:
     process (``jobs=1``), or on ``jobs`` worker processes, each training one run at a time.
 
     ``run`` may be called from several threads at once and blocks until its run is done;
-    ``map`` evaluates independent calls concurrently (threads feeding the workers). Results
-    do not depend on ``jobs``: every run is the same config in the same folder. Workers on
+    ``map`` evaluates independent calls concurrently (threads feeding the workers). Every
+    run is the same config in the same folder whatever ``jobs`` is, and its numbers are the
+    same bit for bit as long as each process computes with the same number of threads (CPU
+    reductions depend on it): set OMP_NUM_THREADS (e.g. 1) for sweeps that must match. Workers on
     a machine with GPUs get one visible GPU each (``jobs`` must not exceed them); on CPU
-    each gets ``torch.get_num_threads() // jobs`` threads unless OMP_NUM_THREADS is set.
+    each gets ``torch.get_num_threads() // jobs`` threads unless OMP_NUM_THREADS is set
+    (said in the log, since those runs then differ in the last bits from a ``jobs=1`` sweep).
     """
 
     def __init__(self, jobs: int = 1, progress: bool = False, log: Optional[Callable[[str], None]] = print):
@@ -121,6 +130,9 @@ class Runner:
                     devices.put(i)
             elif "OMP_NUM_THREADS" not in os.environ:
                 threads = max(1, torch.get_num_threads() // jobs)
+                if log and threads != torch.get_num_threads():
+                    log(f"note: {jobs} workers with {threads} thread(s) each (OMP_NUM_THREADS is unset); CPU results "
+                        f"depend on the thread count in the last bits, so set OMP_NUM_THREADS to match another sweep")
             self._pool = ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
                                              initargs=(devices, threads))
 

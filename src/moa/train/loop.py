@@ -342,13 +342,14 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
         if env.is_main:
             ckpt.atomic_write(out / "model.pt", lambda f: torch.save(full, f))
     trained = total * tc.tokens_per_step
-    new_tokens = trained - start_step * tc.tokens_per_step
     summary = {
         "final_val_loss": last_eval.loss, "final_val_bpb": last_eval.bpb,
         "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
         "params_active": counts["active"], "params_active_non_embedding": counts["active_non_embedding"],
         "moe_experts": cfg.model.moe.num_experts, "tokens": trained, "steps": total, "wall_s": wall_before + time.perf_counter() - t_start,
-        "train_s": train_s, "tokens_per_s": new_tokens / max(train_s - train_time_before, 1e-9),
+        # over the whole run (train_s adds up every invocation's training time up to its last
+        # checkpoint), so a run resumed with nothing left to train keeps its real throughput
+        "train_s": train_s, "tokens_per_s": trained / train_s if train_s > 0 else None,
         "last_tokens_per_s": tokens_per_s, "git_commit": git_commit(), "corpus_fingerprint": data.fingerprint,
         "ffn": cfg.model.ffn, "tokenizer": tok.spec, "vocab_size": cfg.model.vocab_size,
         "val_tokens": last_eval.tokens, "device": str(device), "world_size": env.world_size, "parallel": parallel,
