@@ -127,6 +127,11 @@ def test_kill_and_resume(parallel, optim, reference, tmp_path):
     out = tmp_path / "two"
     cfg = config(f"train.parallel={parallel}", *optim, "train.ckpt_every=4")
     train_2_ranks(cfg, out, stop_after=10)  # "killed" after step 10; last checkpoint at 8
+    if parallel == "fsdp":  # its shards and RNG states are per rank: another world size is refused
+        from moa.train.loop import RunDirError
+
+        with pytest.raises(RunDirError, match="written by 2 ranks, this is 1; resume with torchrun --nproc_per_node 2"):
+            train(None, out, resume=True, progress=False)
     train_2_ranks(cfg, out, resume=True)
     assert_same_run(out, reference(*optim))
 

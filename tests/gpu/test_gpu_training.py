@@ -57,3 +57,28 @@ def test_compiled_training_step_matches_eager(device):
     compiled = _train(_model("moa-glu", device, gate_groups=2), batch, 5, compiled=True)
     for a, b in zip(compiled, eager):
         assert abs(a - b) <= 2e-2 * abs(b), (compiled, eager)
+
+
+def _train_rank(rank, cfg, out, resume, stop_after):
+    from moa.train import train
+
+    return train(None if resume else cfg, out, resume=resume, progress=False, stop_after=stop_after)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_rank_nccl_training_checkpoints_and_resumes(parallel, device, tmp_path):
+    """torchrun's real multi-GPU path: NCCL collectives only take CUDA tensors, so a CPU
+    tensor in any of them (e.g. the divergence check before each checkpoint) fails here."""
+    from moa.config import apply_overrides
+    from moa.presets import get_preset
+    from moa.testing.distributed import run_distributed
+
+    if device.type == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    cfg = apply_overrides(get_preset("debug"), [
+        "train.batch_size=8", "train.seq_len=32", "train.tokens=4096", "train.eval_tokens=1024", "train.log_every=4",
+        "train.ckpt_every=4", f"train.parallel={parallel}", f"train.device={device.type}"])
+    run_distributed(_train_rank, 2, (cfg, str(tmp_path / "run"), False, 10))  # killed after step 10
+    summary = run_distributed(_train_rank, 2, (cfg, str(tmp_path / "run"), True, None))[0]
+    assert summary["world_size"] == 2 and summary["parallel"] == parallel and summary["resumed_from_step"] == 8
+    assert torch.isfinite(torch.tensor(summary["final_val_loss"]))

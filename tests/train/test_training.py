@@ -131,3 +131,37 @@ def test_bits_per_byte_on_a_known_string(tmp_path):
     ev = evaluate(model, [(x, y)], torch.device("cpu"), None, n_bytes)
     assert ev.loss == pytest.approx(math.log(256), rel=1e-6)
     assert ev.bpb == pytest.approx(8.0, rel=1e-6)  # bytes tokenizer: log2(256) bits per byte
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, tiny):
+    """Nothing to resume from: --resume says so in one line, and the same command without it
+    starts the run again (its partial records cleared); another config is still refused."""
+    from moa.train.loop import RunDirError
+
+    cfg = tiny("train.ckpt_every=0", steps=8)
+    run = tmp_path / "run"
+    assert train(cfg, run, progress=False, stop_after=5) == {}
+    assert (run / "config.json").exists() and not ckpt.has_checkpoint(run)
+    with pytest.raises(RunDirError, match="stopped before its first checkpoint") as exc:
+        train(None, run, resume=True, progress=False)
+    assert "\n" not in str(exc.value) and "without --resume starts it again" in str(exc.value)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train(cfg.replace(seed=cfg.seed + 1), run, progress=False)
+    again = train(cfg, run, progress=False)
+    fresh = train(cfg, tmp_path / "fresh", progress=False)
+    assert again["final_val_loss"] == fresh["final_val_loss"]
+    assert [e["step"] for e in read_metrics(run)] == [e["step"] for e in read_metrics(tmp_path / "fresh")]
+
+
+def test_tensorboard_keeps_the_checkpoint_steps_events_like_metrics_jsonl(tmp_path, tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = tiny("train.ckpt_every=4", "train.eval_every=4", steps=8)
+    train(cfg, tmp_path / "run", progress=False, stop_after=6)  # last checkpoint: step 4
+    train(None, tmp_path / "run", resume=True, progress=False)
+    tb = EventAccumulator(str(tmp_path / "run" / "tb"))
+    tb.Reload()
+    for tag, kind in (("train/train_loss", "train"), ("eval/val_loss", "eval")):
+        logged = [(e["step"], e[tag.split("/")[1]]) for e in read_metrics(tmp_path / "run") if e["event"] == kind]
+        assert [(e.step, pytest.approx(e.value)) for e in tb.Scalars(tag)] == logged, tag
+    assert 4 in [e.step for e in tb.Scalars("eval/val_loss")]

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from moa.config import RunConfig, config_from_dict, diff_configs
 from moa.train import TrainingDiverged, train
 from moa.train.checkpoint import has_checkpoint
-from moa.train.records import CONFIG, ENVIRONMENT, METRICS, SUMMARY, read_json, read_metrics
+from moa.train.records import CONFIG, SUMMARY, clear_unstarted, read_json, read_metrics
 
 
 @dataclass
@@ -84,7 +84,7 @@ def run_or_reuse(name: str, cfg: RunConfig, run_dir: Path, progress: bool = Fals
             return run(resume=True)
         if log:
             log(f"  restart {name} (stopped before its first checkpoint)")
-        _clear_unstarted(run_dir)
+        clear_unstarted(run_dir)
         return run(resume=False)
     if log:
         log(f"  train   {name}")
@@ -184,19 +184,6 @@ def _run_in_worker(name: str, cfg: RunConfig, run_dir: Path, verbose: bool, allo
 def _diverged(name: str, run_dir: Path, cfg: RunConfig, error: str, reused: bool) -> RunResult:
     return RunResult(name, run_dir, cfg, {"final_val_loss": math.inf, "final_val_bpb": math.inf, "diverged": error},
                      reused=reused)
-
-
-def _clear_unstarted(run_dir: Path) -> None:
-    """Remove the records a run writes before its first checkpoint, and nothing else."""
-    for name in (METRICS, ENVIRONMENT, CONFIG):
-        (run_dir / name).unlink(missing_ok=True)
-    tb = run_dir / "tb"
-    if tb.is_dir():
-        for f in tb.iterdir():
-            if f.is_file() and f.name.startswith("events.out.tfevents"):
-                f.unlink()
-        if not any(tb.iterdir()):
-            tb.rmdir()
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -41,8 +41,8 @@ def atomic_write(path: Path, write) -> None:
 
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only: a resume may see fewer GPUs
     return state
 
 
@@ -51,7 +51,10 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # written by an older moa: one state per visible GPU
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> Path:
@@ -60,11 +63,12 @@ def save_checkpoint(run_dir: Path, state: dict) -> Path:
     return path
 
 
-def load_checkpoint(run_dir: Path) -> dict:
+def load_checkpoint(run_dir: Path, mmap: bool = False) -> dict:
+    """The whole state; ``mmap``: tensors stay on disk until touched (reading metadata only)."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; was the run started with this --out?")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
 
 
 # ---------------------------------------------------------------- FSDP2 (sharded) checkpoints
@@ -131,6 +135,9 @@ def read_meta(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if (run_dir / POINTER).exists():
         pointer = json.loads((run_dir / POINTER).read_text())
-        return torch.load(run_dir / pointer["path"] / "meta.pt", weights_only=False)
-    state = load_checkpoint(run_dir)
-    return {k: v for k, v in state.items() if k not in ("model", "optimizers")}
+        return {**torch.load(run_dir / pointer["path"] / "meta.pt", weights_only=False), "format": "dcp"}
+    # memory-mapped: no rank reads a 2B model's weights and optimizer state just for the step
+    state = load_checkpoint(run_dir, mmap=True)
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizers", "rng")}
+    meta["format"] = "file"
+    return meta

@@ -31,7 +31,7 @@ from moa.train import distributed as D
 from moa.train.gate_stats import gate_slice, gate_statistics, has_mixing
 from moa.train.optim import build_optimizers
 from moa.train.records import (
-    CONFIG, ENVIRONMENT, SUMMARY, MetricsLogger, environment, git_commit, read_json, write_json,
+    CONFIG, ENVIRONMENT, SUMMARY, MetricsLogger, clear_unstarted, environment, git_commit, read_json, write_json,
 )
 from moa.train.schedule import lr_multiplier
 
@@ -110,9 +110,15 @@ def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.D
             diffs = "; ".join(diff_configs(saved, cfg)[:4])
             raise RunDirError(f"cannot resume {out} with a different config ({diffs}); drop the overrides or use a new --out")
         if not ckpt.has_checkpoint(out):
-            raise RunDirError(f"cannot resume {out}: it has no checkpoint yet")
+            raise RunDirError(f"cannot resume {out}: it stopped before its first checkpoint (train.ckpt_every="
+                              f"{saved.train.ckpt_every}), so there is nothing to resume; the same command without "
+                              f"--resume starts it again")
         return saved
     if out.exists() and (ckpt.has_checkpoint(out) or any((out / n).exists() for n in (SUMMARY, CONFIG))):
+        saved = config_from_dict(read_json(out / CONFIG)) if (out / CONFIG).exists() else None
+        if (not ckpt.has_checkpoint(out) and not (out / SUMMARY).exists() and cfg is not None and saved is not None
+                and saved.replace(model=saved.model.replace(vocab_size=cfg.model.vocab_size)) == cfg):
+            return cfg  # the same run, stopped before its first checkpoint: it starts again (its records cleared)
         raise RunDirError(f"{out} already holds a run; use --resume {out} to continue it, or another --out")
     return cfg
 
@@ -121,6 +127,7 @@ def _create_run_dir(out: Path, env: D.DistEnv) -> None:
     D.barrier(env)  # every rank has looked (and validated) before rank 0 creates anything
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        clear_unstarted(out)  # a previous attempt stopped before its first checkpoint (checked before)
 
 
 def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: bool = True,
@@ -166,6 +173,14 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                               f"{data.fingerprint}); resume needs the same data")
         if meta["step"] >= cfg.train.steps and (out / SUMMARY).exists():
             return read_json(out / SUMMARY)  # a finished run: its record stands as written
+        sharded = parallel == "fsdp"
+        if sharded != (meta["format"] == "dcp"):
+            raise RunDirError(f"cannot resume {out}: its checkpoint is {'sharded (FSDP)' if not sharded else 'one file'}"
+                              f", this run is {parallel} (train.parallel={cfg.train.parallel}, "
+                              f"{env.world_size} process(es)); resume it as it was run")
+        if sharded and meta.get("world_size", env.world_size) != env.world_size:
+            raise RunDirError(f"cannot resume {out}: its FSDP checkpoint was written by {meta['world_size']} ranks, "
+                              f"this is {env.world_size}; resume with torchrun --nproc_per_node {meta['world_size']}")
     if cfg.model.vocab_size is None:
         cfg = cfg.replace(model=cfg.model.replace(vocab_size=tok.vocab_size))
     elif cfg.model.vocab_size < tok.vocab_size:
@@ -318,7 +333,8 @@ def _train(cfg, out, resume, progress, stop_after, device, autocast_dtype, env: 
                         if logger is not None:
                             logger.log({"event": "gates", "step": done, "tokens": done * tc.tokens_per_step, **gates})
                 if ckpt_now:
-                    finite = torch.tensor(float(all(torch.isfinite(p).all() for p in params)))
+                    # on the training device: NCCL reduces CUDA tensors only
+                    finite = torch.tensor(float(all(torch.isfinite(p).all() for p in params)), device=device)
                     if D.all_reduce_sum(finite, env).item() < env.world_size:  # never save a diverged model
                         raise TrainingDiverged(f"parameters are not finite after step {done}; stopped. Last good "
                                                f"checkpoint: {out} (step {last_good}); lower optim.lr")

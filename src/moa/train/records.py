@@ -75,9 +75,10 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, tensorboard: bool = True, keep_until_step: Optional[int] = None):
         self.path = Path(run_dir) / METRICS
         if keep_until_step is not None:  # resume: drop events past the checkpoint
+            from moa.train.checkpoint import atomic_write
+
             kept = [e for e in read_metrics(run_dir) if e.get("step", 0) <= keep_until_step]
-            with open(self.path, "w") as f:
-                f.writelines(json.dumps(e) + "\n" for e in kept)
+            atomic_write(self.path, lambda f: f.write("".join(json.dumps(e) + "\n" for e in kept).encode()))
         self._file = open(self.path, "a")
         self._tb = None
         if tensorboard:
@@ -86,7 +87,10 @@ class MetricsLogger:
             except ImportError:  # tensorboard is a declared dependency; tolerate its absence
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=keep_until_step)
+                # purge_step hides events at steps ≥ it; those at the checkpoint's own step stay,
+                # as in metrics.jsonl
+                purge = None if keep_until_step is None else keep_until_step + 1
+                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=purge)
 
     def log(self, event: dict) -> None:
         self._file.write(json.dumps(event) + "\n")
@@ -101,3 +105,17 @@ class MetricsLogger:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def clear_unstarted(run_dir: Path) -> None:
+    """Remove the records a run writes before its first checkpoint (config, environment, log,
+    TensorBoard events), and nothing else: what a run stopped before then leaves behind."""
+    for name in (METRICS, ENVIRONMENT, CONFIG):
+        (run_dir / name).unlink(missing_ok=True)
+    tb = run_dir / "tb"
+    if tb.is_dir():
+        for f in tb.iterdir():
+            if f.is_file() and f.name.startswith("events.out.tfevents"):
+                f.unlink()
+        if not any(tb.iterdir()):
+            tb.rmdir()
