@@ -3,9 +3,10 @@
 Every run is compared on everything it reports: each logged training loss, each
 evaluation event (val_loss, val_bpb), the summary's final_val_loss / final_val_bpb /
 val_tokens, and the final weights. The validation set holds 67 windows: with batch 8 its
-last batch has 3 rows, which 2 ranks split 1 + 2 (with micro-batch 2 the last batch has
-a single row and one rank an empty share), so an evaluation that drops the all-reduce or
-miscounts an uneven split shows up in the reported numbers.
+last batch has 3 rows, which 2 ranks split 1 + 2 (with micro-batch 1, evaluation batches
+hold one row per rank and the last a single row: one rank has an empty share), so an
+evaluation that drops the all-reduce or miscounts an uneven split shows up in the
+reported numbers.
 
 Runs use ``train.dtype=float64``: in fp32 the different summation order of a sharded
 gradient (~1e-7 relative) is amplified by Adam's 1/√v on near-zero coordinates to ~1e-5
@@ -118,8 +119,16 @@ def test_moe_distributed_equals_single_process(parallel, optim, reference, tmp_p
 
 
 def test_ddp_with_accumulation_and_muon_equals_single_process(reference, tmp_path):
-    train_2_ranks(config("train.parallel=ddp", *MUON, "train.micro_batch_size=2"), tmp_path / "two")
+    # micro-batches of 1 row: evaluation batches of 1 × 2 ranks, the last (67 = 33 × 2 + 1) one row,
+    # so one rank has an empty share
+    train_2_ranks(config("train.parallel=ddp", *MUON, "train.micro_batch_size=1"), tmp_path / "two")
     assert_same_run(tmp_path / "two", reference(*MUON))
+
+
+def test_fsdp_with_accumulation_equals_single_process(reference, tmp_path):
+    """FSDP2 reduce-scatters every micro-batch (gradients stay sharded); the sum is the same."""
+    train_2_ranks(config("train.parallel=fsdp", "train.micro_batch_size=2"), tmp_path / "two")
+    assert_same_run(tmp_path / "two", reference())
 
 
 @pytest.mark.parametrize("parallel,optim", MODES, ids=MODE_IDS)
@@ -178,3 +187,35 @@ def test_moa_train_nproc_launches_torchrun(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["parallel"] == "ddp"
+
+
+def _fail_alone(rank, cfg, out):
+    """Rank 1 fails at its first evaluation (as if out of memory); rank 0 trains on."""
+    import moa.train.loop as loop
+
+    if rank == 1:
+        def out_of_memory(*args, **kwargs):
+            raise MemoryError("rank 1 alone ran out of memory")
+        loop.evaluate = out_of_memory
+    return train(cfg, out, progress=False)
+
+
+def test_a_rank_failing_alone_stops_the_job_instead_of_hanging_it(tmp_path):
+    """The failing rank leaves the group without a barrier (which would pair with the other
+    rank's pending all-reduce and hang both until the 30-minute timeout): the peer's
+    collective fails within seconds and the job ends with the first rank's error."""
+    from pathlib import Path
+
+    cfg = config("train.parallel=ddp", "train.eval_every=4")
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "import pickle\n"
+              "from test_distributed import _fail_alone\n"
+              "from moa.testing.distributed import run_distributed\n"
+              f"cfg = pickle.loads({__import__('pickle').dumps(cfg)!r})\n"
+              "try:\n"
+              f"    run_distributed(_fail_alone, 2, (cfg, {str(tmp_path / 'run')!r}))\n"
+              "except RuntimeError as exc:\n"
+              "    print('FAILED:', exc)\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert "FAILED: rank " in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "ran out of memory" in r.stdout or "Connection" in r.stdout

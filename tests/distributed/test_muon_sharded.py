@@ -13,7 +13,7 @@ from moa.testing.distributed import init_gloo, run_distributed
 from moa.train.muon import Muon
 
 # (shape, shard dim): uneven splits (5 rows → 3 + 2), a rank with an empty block (1 row),
-# tall and wide, sharded on rows and on columns, more matrices than ranks (round-robin).
+# tall and wide, sharded on rows and on columns, more matrices than ranks (several per owner).
 MATRICES = [((5, 3), 0), ((1, 4), 0), ((6, 8), 0), ((7, 2), 1), ((4, 9), 1)]
 STEPS = 4
 

@@ -198,7 +198,9 @@ class MoE(nn.Module):
         """
         counts = self.load_counts if counts_E is None else counts_E
         self.load_counts = None
-        if self.config.balance != "bias" or counts is None or counts.sum() == 0:
+        # no `counts.sum() == 0` test: that is a host sync per layer and step, and all-zero counts
+        # give a zero step anyway (sign(0) = 0)
+        if self.config.balance != "bias" or counts is None:
             return
         counts = counts.to(device=self.expert_bias.device, dtype=torch.float32)
         step = self.config.bias_rate * torch.sign(counts.mean() - counts)

@@ -20,8 +20,8 @@ as full matrices; under FSDP2 each rank holds a row (or column) block of each):
 3. ``P ← (1 − lr·λ) P − lr·adjust(A, C) · O`` on the local block.
 
 Step 2 under FSDP2: the matrices of the group are assigned to the W ranks of the mesh
-round-robin in parameter order (matrix i → rank i mod W; the order is the same on every
-rank). Each rank casts its blocks of ``U`` to bf16 (the iteration's first operation, so
+by longest-processing-time-first on their Newton–Schulz FLOPs (:func:`balanced_owners`,
+deterministic, the same on every rank). Each rank casts its blocks of ``U`` to bf16 (the iteration's first operation, so
 the values are exactly what one process would feed it) and one ``all_to_all_single``
 sends every block to its matrix's owner; the owner concatenates the blocks into the full
 matrix, runs Newton–Schulz once (no rank repeats another's work), and a second
@@ -29,9 +29,10 @@ matrix, runs Newton–Schulz once (no rank repeats another's work), and a second
 mesh: **two all-to-alls**, in each of which a rank sends about ``(W−1)/W² · N`` bf16
 values (N: elements of all the group's matrices), 1/W of what FSDP2's gradient
 reduce-scatter of the same matrices already sends. Extra memory per rank: the bf16 full
-matrices it owns (about N/W values) and the send/receive buffers (N/W each). Round-robin
-in parameter order balances the Newton–Schulz work when, as here, the blocks repeat the
-same set of shapes. Parameters that are plain tensors are whole on every rank. In one process they are
+matrices it owns (about N/W values) and the send/receive buffers (N/W each); the largest
+Newton–Schulz load is within one matrix of the best possible, whatever the mix of
+shapes (round-robin in parameter order is not, e.g. with 7 matrices per block on 64
+ranks). Parameters that are plain tensors are whole on every rank. In one process they are
 orthogonalised in place, as torch.optim.Muon does. Under DDP (``replicated_group``: the
 ranks that hold the same all-reduced gradient) the work is split instead of repeated:
 matrix j goes to an owner chosen by longest-processing-time-first on its Newton–Schulz
@@ -223,12 +224,12 @@ def _block_sizes(n: int, world: int) -> list[int]:
 def _orthogonalise_sharded(mesh, items, coeffs, steps, eps) -> list[tuple[int, Tensor]]:
     """``items``: [(param, local update, shard dim)] on ``mesh``; returns [(position, local block of O)].
 
-    Matrix j goes to rank ``j % W``. All-to-all #1 sends every local block (bf16) to its
+    Matrix j goes to rank ``balanced_owners(shapes, W)[j]``. All-to-all #1 sends every local block (bf16) to its
     owner; the owner rebuilds the full matrix and runs Newton–Schulz; all-to-all #2 sends
     each rank its block of the result.
     """
     group, world, rank = mesh.get_group(), mesh.size(), mesh.get_local_rank()
-    owner = [j % world for j in range(len(items))]
+    owner = balanced_owners([tuple(p.shape) for p, _, _ in items], world)
     blocks = [_block_sizes(p.shape[d], world) for p, _, d in items]  # blocks[j][r]: rank r's extent of matrix j
     numel = [[b * (p.numel() // p.shape[d]) for b in blocks[j]] for j, (p, _, d) in enumerate(items)]
     for j, (p, u, d) in enumerate(items):
