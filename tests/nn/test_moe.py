@@ -1,5 +1,6 @@
 """MoE layer: fast dispatch vs the per-token reference, routing, balancing, errors, accounting."""
 
+import dataclasses
 import itertools
 import math
 
@@ -342,3 +343,35 @@ def test_grouped_gemm_on_cuda(ffn):
     for name, u, v in zip(["x"] + [n for n, _ in loop.named_parameters()], ga, gb):
         assert _rel_err(u, v) < 3e-2 or v.norm() < 1e-6, name
     torch.testing.assert_close(loop(x), moe_reference_forward(loop, x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("ffn", ["la-glu", "moa-glu"])
+def test_grouped_gemm_matches_loop_with_a_scaled_dictionary_and_gate_z_loss(ffn):
+    """dictionary_scale="rms" divides each σ_k by its constant and the MoA z-loss is the mean
+    over the layer's (token, expert) assignments, whichever dispatch computes the experts."""
+    from moa.nn import gate_z_loss
+    from moa.nn.ffn import gate_z_squares
+
+    cfg = dataclasses.replace(EXPERTS[ffn], dictionary_scale="rms",
+                              gate_z_loss=0.1 if EXPERTS[ffn].mixing == "moa" else 0.0)
+    loop = make(cfg, dtype=torch.float32, dispatch="loop", shared_experts=0)
+    grouped = make(cfg, dtype=torch.float32, dispatch="grouped", shared_experts=0)
+    grouped.load_state_dict(loop.state_dict())
+    x = torch.randn(3, 7, D, generator=torch.Generator().manual_seed(3))
+    unscaled = make(dataclasses.replace(cfg, dictionary_scale="none"), dtype=torch.float32, dispatch="loop",
+                    shared_experts=0)
+    unscaled.load_state_dict(loop.state_dict())
+    assert (loop(x) - unscaled(x)).abs().max() > 1e-3  # the scaling matters here
+    assert_same(grads(grouped, grouped, x), grads(loop, loop, x), loop, 2e-5)
+    gate_z_loss(loop), gate_z_loss(grouped)  # clear what the forwards above stored
+    if cfg.mixing != "moa":
+        return
+    z_loop, z_grouped = [(m(x), gate_z_loss(m))[1] for m in (loop, grouped)]
+    # by hand: every row routed to an expert, its gate logits under that expert
+    _, _, expert_NK, _ = loop.route(x.reshape(-1, D))
+    xs = x.reshape(-1, D)
+    terms = torch.cat([gate_z_squares(loop.experts[e].gate(xs[i:i + 1]), cfg).reshape(-1)
+                       for i in range(xs.shape[0]) for e in expert_NK[i].tolist()])
+    expected = 0.1 * terms.mean()
+    torch.testing.assert_close(z_loop, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(z_grouped, expected, rtol=1e-5, atol=0)

@@ -130,9 +130,21 @@ class MoAFFN(FeedForward):
     def forward(self, x: Tensor) -> Tensor:
         logits = self.gate(x)
         if self.training and self.config.gate_z_loss > 0:  # collected by gate_z_loss(model)
-            z = torch.logsumexp(logits.float().unflatten(-1, (self.config.gate_groups, -1)) / self.config.temperature, -1)
-            self.z_loss = self.config.gate_z_loss * z.square().mean()
+            self.z_loss = self.config.gate_z_loss * gate_z_squares(logits, self.config).mean()
         return _mixed_forward(self, x, normalize_gates(logits, self.config))
+
+
+def gate_z_squares(logits: Tensor, config: FFNConfig) -> Tensor:
+    """``logsumexp(l/τ)²`` per token and gate group, (..., G), in fp32: the z-loss's terms."""
+    return torch.logsumexp(logits.float().unflatten(-1, (config.gate_groups, -1)) / config.temperature, -1).square()
+
+
+def dictionary_scaled(coef: Tensor, config: FFNConfig) -> Tensor:
+    """The coefficients to apply to the raw σ_k: ``g_k / c_k`` under ``dictionary_scale="rms"``
+    (Σ g_k σ_k(z)/c_k = Σ (g_k/c_k) σ_k(z)), else ``coef`` itself."""
+    if config.dictionary_scale != "rms":
+        return coef
+    return coef / torch.tensor([gaussian_rms(a) for a in config.activations], dtype=coef.dtype, device=coef.device)
 
 
 def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
@@ -141,8 +153,7 @@ def _mixed_forward(ffn: FeedForward, x: Tensor, coef: Tensor) -> Tensor:
     if impl == "auto":
         impl = "triton" if x.is_cuda and triton_supports(ffn.config.activations) else "fused"
     mix = {"fused": mix_project, "triton": mix_project_triton, "reference": mix_project_reference}[impl]
-    if ffn.config.dictionary_scale == "rms":  # Σ g_k σ_k(z)/c_k = Σ (g_k/c_k) σ_k(z)
-        coef = coef / torch.tensor([gaussian_rms(a) for a in ffn.config.activations], dtype=coef.dtype, device=coef.device)
+    coef = dictionary_scaled(coef, ffn.config)
     v = ffn.w2(x) if ffn.config.kind == "glu" else None
     return mix(ffn.w1(x), coef, ffn.config.activations, ffn.output_proj.weight, v)
 
@@ -202,6 +213,10 @@ def gate_z_loss(model: nn.Module) -> Tensor | float:
     """Sum of the z-losses the MoA FFNs of ``model`` stored in their last training forward (then cleared).
 
     0.0 when none has one (``gate_z_loss=0``); add it to the objective, not the reported loss.
+    A dense layer contributes ``coef · mean over tokens``; an MoE layer of MoA experts
+    ``coef · mean over its (token, expert) assignments``, with either dispatch: the loop's
+    experts each store their share (:func:`moa.nn.moe_dispatch.experts_loop`), the grouped
+    GEMM the whole layer's on its first expert.
     """
     total = 0.0
     for module in model.modules():

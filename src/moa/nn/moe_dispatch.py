@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from moa.nn.activations import ACTIVATIONS
 from moa.nn.config import FFNConfig
-from moa.nn.ffn import FeedForward, normalize_gates
+from moa.nn.ffn import FeedForward, dictionary_scaled, gate_z_squares, normalize_gates
 from moa.nn.functional import mix_activations
 
 Tensor = torch.Tensor
@@ -62,11 +62,14 @@ def experts_loop(experts: Sequence[FeedForward], x_RD: Tensor, counts_E: "Tensor
     """
     counts = counts_E.tolist() if isinstance(counts_E, Tensor) else counts_E
     outs, idle = [], []
+    rows = sum(counts)
     for expert, x_e in zip(experts, x_RD.split(counts)):
         if x_e.shape[0]:
             if dynamic_rows:
                 torch._dynamo.maybe_mark_dynamic(x_e, 0)
             outs.append(expert(x_e))
+            if expert.training and expert.config.gate_z_loss > 0 and "z_loss" in expert.__dict__:  # this forward's:
+                expert.z_loss = expert.z_loss * (x_e.shape[0] / rows)  # its rows' mean → its share of the layer's
         else:
             idle.append(expert)
     y_RD = torch.cat(outs) if outs else x_RD.new_zeros(x_RD.shape)
@@ -137,7 +140,9 @@ def experts_grouped(experts: Sequence[FeedForward], x_RD: Tensor, expert_R: Tens
             bias_EL = torch.stack([e.gate.bias for e in experts]).to(dtype)  # L = G·K logits
             logits_RL = gmm(x_RD, [e.gate.weight for e in experts]) + bias_EL[expert_R]
             c_RGK = normalize_gates(logits_RL, cfg)
-        h_RM = mix_activations(z_RM, c_RGK, names)
+            if experts[0].training and cfg.gate_z_loss > 0:  # the layer's, as the loop's experts' shares add up
+                experts[0].z_loss = cfg.gate_z_loss * gate_z_squares(logits_RL, cfg).mean()
+        h_RM = mix_activations(z_RM, dictionary_scaled(c_RGK, cfg), names)
     if cfg.kind == "glu":
         h_RM = h_RM * gmm(x_RD, [e.w2.weight for e in experts])
     return gmm(h_RM, [e.output_proj.weight for e in experts])
