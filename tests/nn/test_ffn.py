@@ -222,3 +222,21 @@ def test_mixing_parameter_groups():
     mixing, rest = split_mixing_parameters(model)
     assert len(mixing) == 3 and len(rest) == 2 + 3 + 3
     assert {id(p) for p in mixing}.isdisjoint({id(p) for p in rest})
+
+
+def test_same_mixing_conversion_refuses_settings_that_change_the_function():
+    """Copying MoA's parameters under another temperature, normalisation or grouping (or LA's
+    under another granularity) computes something else: refused in one line, naming them."""
+    acts = ("relu", "gelu", "silu")
+    moa = build_ffn(FFNConfig(kind="glu", mixing="moa", activations=acts, hidden_dim=8), 16)
+    same = convert_ffn(moa, FFNConfig(kind="glu", mixing="moa", activations=acts, hidden_dim=8))
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(same(x), moa(x), rtol=0, atol=0)
+    for change, needle in [({"temperature": 2.0}, "temperature 1.0 → 2.0"), ({"gate_norm": "sigmoid"}, "gate_norm"),
+                           ({"gate_groups": 2}, "gate_groups 1 → 2")]:
+        with pytest.raises(ValueError, match=needle) as exc:
+            convert_ffn(moa, FFNConfig(kind="glu", mixing="moa", activations=acts, hidden_dim=8, **change))
+        assert "\n" not in str(exc.value) and "would not preserve the function" in str(exc.value)
+    la = build_ffn(FFNConfig(kind="mlp", mixing="la", activations=acts, hidden_dim=8), 16)
+    with pytest.raises(ValueError, match="la_granularity 'layer' → 'channel'"):
+        convert_ffn(la, FFNConfig(kind="mlp", mixing="la", activations=acts, hidden_dim=8, la_granularity="channel"))

@@ -50,3 +50,7 @@ def test_clear_errors():
     one_line_error(lambda: ffn_config("swishglu"), "swishglu", "moa-glu")
     one_line_error(lambda: ffn_config("swiglu", width=3), "width", "hidden_dim")
     one_line_error(lambda: FFNConfig(mixing="la", activations=("relu", "relu")), "duplicates")
+    one_line_error(lambda: FFNConfig(mixing="la", activations=None), "activations=None", "relu2")
+    one_line_error(lambda: FFNConfig(mixing="moa", activations=("relu", "gelu"), gate_groups=True), "gate_groups=True")
+    for gap in ("a", float("inf"), 0.0):
+        one_line_error(lambda: ffn_config("moa-glu", init_logit_gap=gap), f"init_logit_gap={gap!r}", "finite")

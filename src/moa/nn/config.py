@@ -2,9 +2,14 @@
 
 Design choices the paper's abstract leaves open, written down here (docs/DESIGN.md §3.3):
 
-* ``init="uniform"`` starts LA at ``a_k = 1/K`` and MoA at ``W_g = 0, b_g = 0`` (uniform
-  gates under softmax, ``1/K`` under "none", ``sigmoid(0)=1/2`` under sigmoid), i.e. MoA
-  starts out as uniform LA and learns to depart from it.
+* ``init="uniform"`` starts LA at ``a_k = 1/K`` and MoA at ``W_g = 0`` with the biases
+  that make every gate ``1/K`` (``log 1/K`` under softmax, ``logit 1/K`` under sigmoid,
+  ``1/K`` under "none"; :func:`moa.nn.ffn.gate_logits_for`), i.e. MoA starts out as
+  uniform LA and learns to depart from it.
+* Settings of one mixing are ignored by the others, so one override can apply to every
+  variant of a comparison: ``dictionary_scale`` is a no-op for ``mixing="fixed"`` (one
+  activation), ``gate_groups``, ``gate_norm``, ``temperature`` and ``gate_z_loss`` act on
+  MoA's gates only, ``la_granularity`` on LA only.
 * ``init=<activation name>`` is the function-preserving init: the FFN starts out
   computing the fixed baseline with that activation. It is exact for LA and for MoA with
   ``gate_norm="none"``; with softmax/sigmoid gates the other activations keep a weight of
@@ -79,6 +84,9 @@ class FFNConfig:
         if isinstance(self.activations, (list, str)):
             acts = (self.activations,) if isinstance(self.activations, str) else self.activations
             object.__setattr__(self, "activations", tuple(acts))
+        if not isinstance(self.activations, tuple):
+            raise ValueError(f"activations={self.activations!r} must be a tuple of names from: "
+                             f"{', '.join(sorted(ACTIVATIONS))}")
         _one_of("kind", self.kind, KINDS)
         _one_of("mixing", self.mixing, MIXINGS)
         _one_of("gate_norm", self.gate_norm, GATE_NORMS)
@@ -108,7 +116,7 @@ class FFNConfig:
             kernel_codes(self.activations)  # one-line error for an activation without a kernel formula
         if self.hidden_dim is not None and (not isinstance(self.hidden_dim, int) or self.hidden_dim <= 0):
             raise ValueError(f"hidden_dim={self.hidden_dim!r} must be a positive integer or None")
-        if not isinstance(self.gate_groups, int) or self.gate_groups <= 0:
+        if isinstance(self.gate_groups, bool) or not isinstance(self.gate_groups, int) or self.gate_groups <= 0:
             raise ValueError(f"gate_groups={self.gate_groups!r} must be a positive integer")
         if self.hidden_dim is not None and self.mixing == "moa" and self.hidden_dim % self.gate_groups:
             raise ValueError(
@@ -117,8 +125,9 @@ class FFNConfig:
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
                 and self.temperature > 0):
             raise ValueError(f"temperature={self.temperature!r} must be a finite number > 0")
-        if not self.init_logit_gap > 0:
-            raise ValueError(f"init_logit_gap={self.init_logit_gap!r} must be > 0")
+        if not (isinstance(self.init_logit_gap, (int, float)) and math.isfinite(self.init_logit_gap)
+                and self.init_logit_gap > 0):
+            raise ValueError(f"init_logit_gap={self.init_logit_gap!r} must be a finite number > 0")
         if self.init != "uniform" and self.init not in self.activations:
             raise ValueError(
                 f"init={self.init!r} is invalid; valid: uniform, {', '.join(self.activations)}"

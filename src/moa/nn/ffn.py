@@ -257,6 +257,13 @@ def convert_ffn(source: FeedForward, config: FFNConfig) -> FeedForward:
     )
     with torch.no_grad():
         if src.mixing == config.mixing and src.activations == config.activations:
+            # copying the parameters preserves the function only if nothing that reads them changed
+            fields = {"moa": ("gate_norm", "temperature", "gate_groups"), "la": ("la_granularity",)}.get(src.mixing, ())
+            changed = [f"{f} {getattr(src, f)!r} → {getattr(config, f)!r}" for f in fields
+                       if getattr(src, f) != getattr(config, f)]
+            if changed:
+                raise ValueError(f"converting {src.mixing} to {config.mixing} with {', '.join(changed)} would not "
+                                 f"preserve the function; keep those settings")
             target.load_state_dict(source.state_dict())
         elif src.mixing == "fixed":
             if src.activations[0] not in config.activations:
