@@ -53,6 +53,14 @@ def test_lm_eval_bits_per_byte_equals_moa(tmp_path, corpus):
     assert abs(theirs - ours) <= 1e-6 * ours
     assert 6.0 < ours < 9.0  # an untrained byte model: about log2(256) = 8 bits per byte
 
+    # bf16 weights: the log-probs are still taken and summed in fp32 (softmax_dtype), so the
+    # bits per byte stay within bf16's rounding of the logits, not of 2000-nat window sums
+    low = run_lm_eval(run, [VAL_TASK], batch_size=16, dtype="bfloat16")
+    assert "softmax_dtype" not in str(results["config"]["model_args"])
+    assert "'softmax_dtype': 'float32'" in str(low["config"]["model_args"])
+    bf16 = low["results"][VAL_TASK]["bits_per_byte,none"]
+    assert bf16 != theirs and abs(bf16 - theirs) <= 1e-3 * theirs
+
 
 @pytest.mark.slow
 def test_moa_eval_cli_bpe_run_and_include_path(tmp_path, corpus):

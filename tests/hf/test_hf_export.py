@@ -180,6 +180,29 @@ def test_bpe_tokenizer_ids_equal_moa(tmp_path):
         assert loaded.encode(text) == tok.encode(text)
 
 
+def test_a_local_tokenizer_that_adds_bos_is_exported_without_it(tmp_path):
+    """Llama-style tokenizer.json files add BOS in their post-processor; moa encodes without
+    special tokens, so the exported tokenizer must give moa's ids under AutoTokenizer's
+    default add_special_tokens=True (which lm-eval uses)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from moa.data.tokenizer import load_hf_tokenizer
+
+    vocab = {"<s>": 0, "</s>": 1, **{chr(c): i + 2 for i, c in enumerate(range(32, 127))}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="</s>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    backend.add_special_tokens(["<s>", "</s>"])
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tok = load_hf_tokenizer(str(tmp_path / "tokenizer.json"), "hf:tok")
+    assert backend.encode("abc").ids[0] == 0 and tok.encode("abc") == [vocab[c] for c in "abc"]
+    to_hf_tokenizer(tok, SEQ).save_pretrained(str(tmp_path / "out"))
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    for text in ("abc", "x = 1 + 2", "hello world"):
+        assert loaded.encode(text) == loaded(text).input_ids == tok.encode(text)
+    assert backend.encode("abc").ids[0] == 0  # the run's own tokenizer object is left as it was
+
+
 def test_moa_export_cli_and_greedy_generate_equals_moa_sample(tmp_path, corpus):
     """A real (tiny) trained BPE run: ``moa export``, then HF greedy generate with a KV
     cache gives the same tokens as ``moa sample --temperature 0``."""

@@ -82,6 +82,7 @@ def test_gate_gradient_is_real_at_init():
     ("moa-mlp", {}, "cannot hold a SwiGLU"),
     ("la-glu", {"activations": ("relu", "gelu")}, "lacks silu"),
     ("moa-glu", {"hidden_dim": 8}, "unknown upcycle override"),
+    ("moa-glu", {"gate_groups": 3}, "gate_groups=3 does not divide the MLP width intermediate_size=64"),
 ])
 def test_upcycle_rejects_what_it_cannot_do_exactly(ffn, overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -113,6 +114,25 @@ def test_moa_upcycle_cli_saves_a_loadable_model(tmp_path, llama_dir):
     assert main(["upcycle", str(llama_dir), "--ffn", "moa-glu", "--out", str(tmp_path / "x"), "bogus=1"]) == 2
 
 
+def test_upcycled_llama3_rope_scaling_is_written_for_transformers_4(tmp_path):
+    """transformers 5 keeps RoPE scaling only in rope_parameters; the saved config also
+    carries rope_scaling, which 4.x reads (else it would run unscaled RoPE)."""
+    from moa.hf.upcycle import save_upcycled
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}
+    model = tiny_hf("llama", rope_parameters={"rope_theta": 5e5, **scaling})
+    x = torch.randint(0, 128, (1, 60))
+    with torch.no_grad():
+        before = model(x).logits
+    save_upcycled(upcycle(model, "moa-glu"), tmp_path / "up")
+    cfg = json.loads((tmp_path / "up" / "config.json").read_text())
+    assert cfg["rope_theta"] == 5e5 and cfg["rope_scaling"] == scaling
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "up").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, before)
+
+
 def test_import_matches_the_checkpoint(llama_dir):
     hf = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
     x = torch.randint(0, 256, (2, 40))
@@ -120,6 +140,11 @@ def test_import_matches_the_checkpoint(llama_dir):
         model = import_hf_model(llama_dir, ffn)
         with torch.no_grad():
             assert (model(x) - hf(x).logits).abs().max().item() <= 1e-5
+    # a dictionary of one's own (with silu) is built from the checkpoint's SwiGLU as well
+    model = import_hf_model(llama_dir, "moa-glu", activations="silu,relu2")
+    assert model.config.ffn_config().activations == ("silu", "relu2")
+    with torch.no_grad():
+        assert (model(x) - hf(x).logits).abs().max().item() <= 1e-5
 
 
 @pytest.mark.parametrize("change,match", [

@@ -124,7 +124,7 @@ def moa_state_from_hf(hf_dir, model_config: ModelConfig) -> dict[str, torch.Tens
     if target.kind != "glu" or "silu" not in target.activations:
         raise ValueError(f"model.ffn={model_config.ffn!r} cannot hold the checkpoint's SwiGLU function; "
                          "valid: a Type-II preset with silu in its dictionary (swiglu, la-glu, moa-glu)")
-    source = Transformer(model_config.replace(ffn="swiglu"))
+    source = Transformer(model_config.replace(ffn="swiglu", activations=None))  # the checkpoint's own MLP
     weights = load_hf_weights(hf_dir)
     names = _moa_names(model_config.n_layers)
     if model_config.tie_embeddings:

@@ -166,7 +166,10 @@ def run_lm_eval(path, tasks: Sequence[str], limit: Optional[float] = None, inclu
         if unknown:
             raise ValueError(f"unknown lm-eval task(s) {unknown}; built in: {VAL_TASK}; others come from "
                              "lm-eval's registry or --include-path")
-        results = simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "dtype": dtype},
+        model_args = {"pretrained": str(model_dir), "dtype": dtype}
+        if dtype in ("bfloat16", "float16"):  # log-probs summed over a window need more than 8 bits of mantissa
+            model_args["softmax_dtype"] = "float32"
+        results = simple_evaluate(model="hf", model_args=model_args,
                                   tasks=list(tasks), task_manager=manager, limit=limit, batch_size=batch_size,
                                   device=device)
     return results

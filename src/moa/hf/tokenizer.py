@@ -60,6 +60,11 @@ def to_hf_tokenizer(tok, model_max_length: int):
     from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(backend.to_str())
+    probe = "a b"
+    if backend.encode(probe, add_special_tokens=True).ids != backend.encode(probe, add_special_tokens=False).ids:
+        # a post-processor that adds BOS (Llama, Mistral files): moa never adds it, and
+        # `add_bos_token=False` does not reach a fast tokenizer's post-processor
+        backend.post_processor = None
     hf = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, model_max_length=model_max_length,
                                  split_special_tokens=True, clean_up_tokenization_spaces=False)
     return hf

@@ -89,6 +89,9 @@ def upcycle(model, ffn: str = "moa-glu", **overrides):
     if model_type not in SUPPORTED:
         raise ValueError(f"model_type={model_type!r} is not supported; valid: {', '.join(SUPPORTED)}")
     spec = target_ffn(ffn, **overrides)
+    hidden = model.config.intermediate_size
+    if spec["mixing"] == "moa" and hidden % spec["gate_groups"]:
+        raise ValueError(f"gate_groups={spec['gate_groups']} does not divide the MLP width intermediate_size={hidden}")
     layers = model.model.layers
     for i, layer in enumerate(layers):
         _check_mlp(i, layer.mlp, model.config.hidden_act)
@@ -140,11 +143,17 @@ def save_upcycled(model, out, tokenizer_dir=None) -> Path:
     theta = rope_theta(model.config)
     if theta is not None:
         config["rope_theta"] = theta
+    # transformers 5 keeps RoPE scaling (Llama 3's, YaRN, …) only in rope_parameters; 4.x reads
+    # rope_scaling, and would silently run unscaled RoPE without it
+    params = getattr(model.config, "rope_parameters", None)
+    if isinstance(params, dict) and params.get("rope_type", "default") != "default" and not config.get("rope_scaling"):
+        config["rope_scaling"] = {k: v for k, v in params.items() if k != "rope_theta"}
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer_dir is not None:
         for path in Path(tokenizer_dir).iterdir():
             if path.is_file() and (path.name.startswith("tokenizer") or path.name in (
-                    "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json")):
+                    "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json",
+                    "chat_template.jinja", "chat_template.json")):
                 shutil.copyfile(path, out / path.name)
     return out
 
