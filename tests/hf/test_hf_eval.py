@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from moa.cli import main
@@ -47,8 +48,15 @@ def test_lm_eval_bits_per_byte_equals_moa(tmp_path, corpus):
     from moa.config import config_from_dict
     from moa.train.records import read_json
 
-    docs, tok = val_documents(config_from_dict(read_json(run / "config.json")))
+    cfg = config_from_dict(read_json(run / "config.json"))
+    docs, tok = val_documents(cfg)
     assert len(docs) == results["n-samples"][VAL_TASK]["effective"] >= 2
+    # whole documents only: the split may begin mid-document, so they start after its first EOS
+    from moa.data import prepare_data
+
+    val = np.asarray(prepare_data(cfg.data).val_tokens)
+    eos = np.flatnonzero(val == tok.eos_id)
+    assert eos[0] > 0 and np.array_equal(docs[0], val[eos[0] + 1:eos[1]])
     ours = moa_bits_per_byte(model, docs, tok, SEQ)
     assert abs(theirs - ours) <= 1e-6 * ours
     assert 6.0 < ours < 9.0  # an untrained byte model: about log2(256) = 8 bits per byte

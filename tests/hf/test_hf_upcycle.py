@@ -133,13 +133,17 @@ def test_upcycled_llama3_rope_scaling_is_written_for_transformers_4(tmp_path):
         assert torch.equal(loaded(x).logits, before)
 
 
-def test_import_matches_the_checkpoint(llama_dir):
+def test_import_matches_the_checkpoint(llama_dir, tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
     x = torch.randint(0, 256, (2, 40))
     for ffn in ("swiglu", "la-glu", "moa-glu"):
         model = import_hf_model(llama_dir, ffn)
         with torch.no_grad():
             assert (model(x) - hf(x).logits).abs().max().item() <= 1e-5
+    # a Mistral window shorter than its positions: imported for contexts up to the window
+    mistral_dir = tmp_path / "mistral"
+    tiny_hf("mistral", sliding_window=16, max_position_embeddings=64).save_pretrained(mistral_dir)
+    assert hf_model_fields(mistral_dir)["max_seq_len"] == 16
     # a dictionary of one's own (with silu) is built from the checkpoint's SwiGLU as well
     model = import_hf_model(llama_dir, "moa-glu", activations="silu,relu2")
     assert model.config.ffn_config().activations == ("silu", "relu2")

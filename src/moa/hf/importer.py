@@ -69,7 +69,9 @@ def hf_model_fields(hf_dir, seq_len: int | None = None) -> dict:
     return {"vocab_size": cfg["vocab_size"], "d_model": d, "n_layers": cfg["num_hidden_layers"], "n_heads": heads,
             "n_kv_heads": cfg.get("num_key_value_heads") or heads, "ffn_hidden": cfg["intermediate_size"],
             "tie_embeddings": bool(cfg.get("tie_word_embeddings", False)), "rope_theta": theta,
-            "norm_eps": float(cfg.get("rms_norm_eps", 1e-6)), "max_seq_len": cfg.get("max_position_embeddings", 2048)}
+            "norm_eps": float(cfg.get("rms_norm_eps", 1e-6)),
+            # moa attends over the whole context: exact only up to a sliding window (Mistral)
+            "max_seq_len": min(cfg.get("max_position_embeddings", 2048), window or 1 << 62)}
 
 
 def load_hf_weights(hf_dir) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """lm-evaluation-harness on moa runs and exports, offline, with a built-in bits-per-byte task.
 
 ``moa_val_bpb`` scores the run's own validation split: the documents of the cached val
-token stream (split at the EOS, decoded), whole documents from its start until they hold
-``train.eval_tokens`` tokens. Each is a ``loglikelihood_rolling`` request: lm-eval encodes
+token stream (split at the EOS, decoded), whole documents from its first EOS on (the split
+is the tail of the token stream and may begin mid-document, even mid-character for bytes)
+until they hold ``train.eval_tokens`` tokens. Each is a ``loglikelihood_rolling`` request: lm-eval encodes
 it, prefixes the EOS (the exported tokenizers have no BOS) and scores every token in
 disjoint windows of ``max_position_embeddings`` = ``train.seq_len`` predictions, the last
 one with a full-length context (``lm_eval.utils.get_rolling_token_windows``); bits per
@@ -47,7 +48,8 @@ def val_documents(run_config, max_tokens: Optional[int] = None) -> tuple[list[np
     budget = run_config.train.eval_tokens if max_tokens is None else max_tokens
     val = np.asarray(data.val_tokens)
     cuts = np.flatnonzero(val == tok.eos_id)
-    docs, start, total = [], 0, 0
+    # what precedes the first EOS may be the end of a document cut by the split: skip it
+    docs, start, total = [], (int(cuts[0]) + 1 if len(cuts) else 0), 0
     for end in [*cuts.tolist(), len(val)]:
         if end > start:
             docs.append(val[start:end].astype(np.int64))
