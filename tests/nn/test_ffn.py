@@ -240,3 +240,16 @@ def test_same_mixing_conversion_refuses_settings_that_change_the_function():
     la = build_ffn(FFNConfig(kind="mlp", mixing="la", activations=acts, hidden_dim=8), 16)
     with pytest.raises(ValueError, match="la_granularity 'layer' → 'channel'"):
         convert_ffn(la, FFNConfig(kind="mlp", mixing="la", activations=acts, hidden_dim=8, la_granularity="channel"))
+
+
+def test_double_backward_through_the_fused_ops_is_a_clear_error():
+    """The fused ops' backward is not itself differentiable (no gradient penalties through
+    them): asking for it fails naming the reason instead of a deep autograd error."""
+    acts = ("relu", "gelu", "silu")
+    ffn = build_ffn(FFNConfig(kind="glu", mixing="moa", activations=acts, hidden_dim=8, impl="fused"), 16)
+    z, c = torch.randn(4, 8, requires_grad=True), torch.rand(4, 1, 3, requires_grad=True)
+    x = torch.randn(4, 16, requires_grad=True)
+    for out, wrt in ((ffn(x), x), (mix_activations(z, c, acts), z)):  # MixProject, MixActivations
+        (g,) = torch.autograd.grad(out.square().sum(), wrt, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            g.sum().backward()

@@ -81,6 +81,7 @@ class MixActivations(torch.autograd.Function):
         return _mix_forward(z_NGH, c_NGK, names)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a double backward errors clearly
     def backward(ctx, grad_h_NGH: Tensor):
         z_NGH, c_NGK = ctx.saved_tensors
         _, grad_z, grad_c = _mix_backward(z_NGH, c_NGK, ctx.names, grad_h_NGH,
