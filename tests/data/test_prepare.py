@@ -45,7 +45,8 @@ def test_cache_reuse_and_rebuild_after_damage(text_corpus, cache_dir, monkeypatc
     config = DataConfig(source=f"text:{text_corpus}", tokenizer="bpe:300", cache_dir=cache_dir)
     data = prepare_data(config)
     folder = data.meta["cache_path"]
-    assert sorted(os.listdir(folder)) == ["manifest.json", "tokenizer.json", "train_000000.bin", "val_000000.bin"]
+    assert sorted(os.listdir(folder)) == [".prepare.lock", "manifest.json", "tokenizer.json", "train_000000.bin",
+                                          "val_000000.bin"]
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
     assert len(manifest["files"]) == 10 and all(len(f["digest"]) == 64 for f in manifest["files"])
 

@@ -44,6 +44,13 @@ def test_prepare_command_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "stdlib", "--tokenizer", "bytes", "--out", str(tmp_path / "o"), "--shard-tokens", "3x"])
     assert "'3x' is not a count; use e.g. 65536, 100M or 2.5G" in capsys.readouterr().err
+    for bad in ("inf", "1e400"):  # argparse's own error (exit 2), not an OverflowError traceback
+        with pytest.raises(SystemExit) as exc:
+            main(["prepare", "stdlib", "--tokenizer", "bytes", "--out", str(tmp_path / "o"), "--shard-tokens", bad])
+        assert exc.value.code == 2 and f"{bad!r} is not a whole non-negative count" in capsys.readouterr().err
+    rc = main(["prepare", "stdlib", "--tokenizer", "bytes", "--out", str(tmp_path / "o"), "--shard-tokens", "3G"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "shard_tokens=3000000000 must be an integer in 1..2147483647" in err and err.count("\n") == 1
 
 
 def test_training_streams_prepared_shards_and_resumes_exactly(prepared, tmp_path):

@@ -39,7 +39,7 @@ def test_shards_equal_the_reference_for_any_worker_count(text_corpus, tmp_path, 
     manifests = {w: pretokenize(config, out, workers=w, shard_tokens=SHARD) for w, out in outs.items()}
     assert _files(outs[0]) == _files(outs[1]) == _files(outs[2])  # byte-identical, manifest included
     manifest, folder = manifests[2], outs[2]
-    assert sorted(p.name for p in folder.iterdir())[:2] == ["manifest.json", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir())[:3] == [".prepare.lock", "manifest.json", "tokenizer.json"]
 
     # The slow reference: the corpus in memory, each document encoded whole, EOS after each.
     data = prepare_data(DataConfig(source=f"prepared:{folder}", tokenizer="bpe:300"))
@@ -197,3 +197,65 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     cases.append(info)
     assert all("\n" not in str(c.value) for c in cases)
     assert not (tmp_path / "o4").exists()  # refused before any work
+
+
+def _prepare_in_child(config, out, queue):
+    try:
+        queue.put(("ok", pretokenize(config, out, workers=0, shard_tokens=SHARD)["splits"]["train"]["tokens"]))
+    except BaseException as e:  # reported, not raised: the parent asserts on it
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def test_two_prepares_of_one_folder_at_once_both_succeed(text_corpus, tmp_path, monkeypatch):
+    """Sweep workers (or ranks, or two commands) preparing one cold cache at the same time:
+    the second waits for the first and finds its manifest; nothing is deleted under it."""
+    import multiprocessing
+    import time
+
+    real_write = ShardWriter.write
+    monkeypatch.setattr(ShardWriter, "write", lambda self, ids: (time.sleep(0.02), real_write(self, ids))[1])
+    config = DataConfig(source=f"text:{text_corpus}", tokenizer="bytes", val_fraction=0.2)
+    ctx = multiprocessing.get_context("fork")  # the children keep the slowed writer
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_prepare_in_child, args=(config, tmp_path / "out", queue)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    monkeypatch.setattr(ShardWriter, "write", real_write)
+    reference = pretokenize(config, tmp_path / "reference", workers=0, shard_tokens=SHARD)
+    assert results[0][1] == results[1][1] == reference["splits"]["train"]["tokens"]
+    assert _files(tmp_path / "out") == _files(tmp_path / "reference")  # the same shards and manifest
+
+
+def test_a_first_prepare_that_failed_does_not_lock_its_folder(tmp_path):
+    (tmp_path / "data.jsonl").write_text('{"content": "some text"}\n{"content": null}\n{"content": "more"}\n')
+    with pytest.raises(DataError, match="no field text_field='text'"):
+        pretokenize(DataConfig(source=f"jsonl:{tmp_path}/data.jsonl", tokenizer="bytes"), tmp_path / "out")
+    # the corrected command runs (the failed attempt had written progress, no shard); a null text is skipped
+    manifest = pretokenize(DataConfig(source=f"jsonl:{tmp_path}/data.jsonl", tokenizer="bytes", text_field="content",
+                                      val_fraction=0.5), tmp_path / "out")
+    assert manifest["splits"]["train"]["documents"] + manifest["splits"]["val"]["documents"] == 2
+
+
+def test_a_damaged_gzip_and_skipped_token_ids_are_one_line_errors(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from moa.data.tokenizer import load_hf_tokenizer
+
+    blob = gzip.compress(("\n".join(json.dumps({"text": f"document {i} " * 50}) for i in range(200))).encode())
+    (tmp_path / "bad.jsonl.gz").write_bytes(blob[:200] + bytes(b ^ 0x5A for b in blob[200:400]) + blob[400:])
+    with pytest.raises(DataError, match="bad.jsonl.gz cannot be read") as info:
+        pretokenize(DataConfig(source=f"jsonl:{tmp_path}/bad.jsonl.gz", tokenizer="bytes"), tmp_path / "o1")
+    assert "\n" not in str(info.value)
+    # a tokenizer whose ids skip numbers: the vocabulary is the largest id + 1, not the entry count
+    backend = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<|endoftext|>": 70000}, unk_token="a"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.save(str(tmp_path / "tok.json"))
+    assert load_hf_tokenizer(str(tmp_path / "tok.json"), "hf:tok").vocab_size == 70001
+    (tmp_path / "t.txt").write_text("a b a")
+    with pytest.raises(DataError, match="vocab 70001, too large for dtype=uint16"):
+        pretokenize(DataConfig(source=f"text:{tmp_path}/t.txt", tokenizer=f"hf:{tmp_path}/tok.json"), tmp_path / "o2",
+                    dtype="uint16")

@@ -7,6 +7,7 @@ A thin wrapper over :func:`moa.data.pretokenize.pretokenize`; train on the resul
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 DEFAULT_SHARD_TOKENS_TEXT = "100M"
@@ -20,7 +21,7 @@ def _count(text: str) -> int:
         value = float(number) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 65536, 100M or 2.5G") from None
-    if value != int(value) or value < 0:
+    if not math.isfinite(value) or value != int(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole non-negative count")
     return int(value)
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from moa.data.cache import atomic_write_json, cache_root, read_json, short_hash
-from moa.data.config import DataConfig, DataError
+from moa.data.config import DataConfig, DataError, first_line
 from moa.data.pretokenize import (DEFAULT_SHARD_TOKENS, MANIFEST, PREPARED_FORMAT, PROGRESS, SPLITS,
                                   TOKENIZER_FILE, pretokenize)
 from moa.data.shards import concat_tokens, list_shards, read_shard_info, shards_fingerprint, split_shards, tail_cut
@@ -119,7 +119,11 @@ def _prepared_tokenizer(folder: Path, manifest: dict, config: DataConfig) -> Tok
         path = folder / TOKENIZER_FILE
         if not path.is_file():
             raise DataError(f"prepared:{folder} has no {TOKENIZER_FILE}; rerun moa prepare into a new folder")
-        tok = _Tok.from_file(str(path))
+        try:
+            tok = _Tok.from_file(str(path))
+        except Exception as e:  # tokenizers raises a bare Exception on a damaged file
+            raise DataError(f"prepared:{folder}: {TOKENIZER_FILE} cannot be read ({first_line(e)}); "
+                            "rerun moa prepare into a new folder") from None
         tokenizer = (bpe_tokenizer(tok, made_with, path=str(path)) if made_with.startswith("bpe:")
                      else HFTokenizer(tok, config.tokenizer, path=str(path)))
     if tokenizer.fingerprint != manifest["tokenizer_fingerprint"]:

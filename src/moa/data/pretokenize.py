@@ -36,6 +36,7 @@ vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
@@ -63,6 +64,8 @@ CHUNK_DOCS = 4096
 AUTO_INPROCESS_BYTES = 8 << 20
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
+LOCK = ".prepare.lock"
+MAX_SHARD_TOKENS = 2**31 - 1
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -83,11 +86,39 @@ def pretokenize(config: DataConfig, out: str | Path, *, workers: Optional[int] =
     Returns at once if ``out`` already holds a finished prepare with the same settings;
     resumes an interrupted one; raises DataError if ``out`` holds another prepare.
     """
-    if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, int) or shard_tokens < 1:
-        raise DataError(f"shard_tokens={shard_tokens!r} must be a positive integer")
+    if (isinstance(shard_tokens, bool) or not isinstance(shard_tokens, int)
+            or not 1 <= shard_tokens <= MAX_SHARD_TOKENS):
+        raise DataError(f"shard_tokens={shard_tokens!r} must be an integer in 1..{MAX_SHARD_TOKENS} "
+                        "(the shard header counts tokens in an int32)")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise DataError(f"workers={workers!r} must be a non-negative integer")
     out = Path(out).expanduser()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # one prepare per folder at a time: a second (another sweep worker, another rank, a
+        # second command) waits, then finds the finished manifest
+        with _exclusive(out / LOCK):
+            return _pretokenize(config, out, workers, shard_tokens, dtype, progress, plan)
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:  # refused before any work: leave nothing
+            (out / LOCK).unlink(missing_ok=True)
+            out.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An exclusive ``flock`` on ``path`` (released when the file closes, also if this process dies)."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _pretokenize(config: DataConfig, out: Path, workers: Optional[int], shard_tokens: int, dtype: Optional[str],
+                 progress: Optional[bool], plan: Optional[SourcePlan]) -> dict:
     plan = plan if plan is not None else plan_source(config)
     tokenizer_spec = config.tokenizer_spec
     vocab = tokenizer_spec.vocab if tokenizer_spec.scheme != "hf" else None
@@ -108,6 +139,8 @@ def pretokenize(config: DataConfig, out: str | Path, *, workers: Optional[int] =
         state = {"identity": identity, "tokenizer_fingerprint": manifest["tokenizer_fingerprint"], "splits": shards}
         atomic_write_json(out / PROGRESS, state)
         (out / MANIFEST).unlink()
+    elif state is not None and not any((state.get("splits") or {}).values()):
+        state = None  # a first attempt that failed before its first shard: nothing to keep
     elif state is not None:
         check_identity(out, state.get("identity"), identity)
     tokenizer = _tokenizer(config, plan, out, hf_tok, resume=state is not None)
@@ -181,7 +214,9 @@ def check_identity(out: Path, found: Optional[dict], wanted: dict) -> None:
         raise DataError(f"{str(out)!r} is not a {wanted['format']} folder; delete it or use another --out")
     for key in ("tokenizer", "source_fingerprint", "shard_tokens", "dtype"):
         if found.get(key) != wanted[key]:
-            raise DataError(f"{str(out)!r} was prepared with {key}={found.get(key)!r}, not {wanted[key]!r}; "
+            what = (" (another source or source setting: files, text_field, val_fraction, max_chars)"
+                    if key == "source_fingerprint" else "")
+            raise DataError(f"{str(out)!r} was prepared with {key}={found.get(key)!r}, not {wanted[key]!r}{what}; "
                             "delete it or use another --out")
 
 
@@ -343,7 +378,10 @@ def encode_documents(tokenizer: Tokenizer, docs: list[str], dtype: str):
             count += len(ids)
         parts.append(separator)
         tok_lens[k] = count
-    ids = np.concatenate(parts).astype(dtype, copy=False)
+    ids = np.concatenate(parts)
+    if ids.size and int(ids.max()) > np.iinfo(dtype).max:  # before the cast, which would wrap
+        raise DataError(f"token id {int(ids.max())} does not fit {dtype}; use uint32")
+    ids = ids.astype(dtype, copy=False)
     byte_lens = np.fromiter((len(d.encode("utf-8")) for d in docs), dtype=np.int64, count=len(docs))
     char_lens = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     return ids, tok_lens, byte_lens, char_lens

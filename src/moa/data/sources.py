@@ -372,12 +372,27 @@ def _jsonl_documents(path: Path, rel: str, field_name: str) -> Iterator[str]:
             for lineno, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
-                yield _jsonl_record(line, rel, lineno, field_name)
+                text = _jsonl_record(line, rel, lineno, field_name)
+                if text is not None:  # a null text is no document, as in parquet
+                    yield text
         except (OSError, EOFError) as e:  # a truncated .gz/.zst
+            raise DataError(f"{rel} cannot be read ({type(e).__name__}: {first_line(e)})") from None
+        except Exception as e:
+            if not _corrupt_stream(e):
+                raise
             raise DataError(f"{rel} cannot be read ({type(e).__name__}: {first_line(e)})") from None
 
 
-def _jsonl_record(line: bytes, rel: str, lineno: int, field_name: str) -> str:
+def _corrupt_stream(exc: Exception) -> bool:
+    """A damaged .gz or .zst (zlib.error, zstandard.ZstdError), not a bug."""
+    import sys
+    import zlib
+
+    zstd = sys.modules.get("zstandard")
+    return isinstance(exc, zlib.error) or (zstd is not None and isinstance(exc, zstd.ZstdError))
+
+
+def _jsonl_record(line: bytes, rel: str, lineno: int, field_name: str) -> Optional[str]:
     try:
         record = json.loads(line)
     except UnicodeDecodeError:
@@ -390,6 +405,8 @@ def _jsonl_record(line: bytes, rel: str, lineno: int, field_name: str) -> str:
         keys = ", ".join(map(str, list(record)[:10])) or "none"
         raise DataError(f"{rel}:{lineno} has no field text_field={field_name!r}; its keys: {keys}")
     value = record[field_name]
+    if value is None:
+        return None
     if not isinstance(value, str):
         raise DataError(f"{rel}:{lineno} field {field_name!r} is a {type(value).__name__}, not a string")
     return value

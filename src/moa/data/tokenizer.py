@@ -99,7 +99,8 @@ class HFTokenizer:
         self._tok = tok
         self.spec = spec
         self.path = path
-        self.trained_vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        # ids may skip numbers: the embedding needs the largest id + 1, not the number of entries
+        self.trained_vocab_size = max(tok.get_vocab(with_added_tokens=True).values(), default=-1) + 1
         self.vocab_size = max(vocab_size or 0, self.trained_vocab_size)
         self.eos_id = next((i for i in map(tok.token_to_id, HF_EOS_CANDIDATES) if i is not None), None)
         self.separator_ids = (self.eos_id,) if self.eos_id is not None else tuple(self.encode("\n\n"))
