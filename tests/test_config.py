@@ -1,6 +1,7 @@
 """Run config: dotted overrides, types, unknown keys, round trip through JSON."""
 
 import json
+import re
 
 import pytest
 
@@ -13,17 +14,22 @@ def test_overrides_typed():
     assert (cfg.model.ffn, cfg.train.tokens, cfg.optim.lr, cfg.seed) == ("swiglu", 2_000_000, 1e-3, 3)
     assert cfg.model.n_kv_heads == 2 and cfg.model.tie_embeddings is False and cfg.train.micro_batch_size is None
     assert parse_overrides(["train.tokens=1_500k"])["train.tokens"] == 1_500_000
+    # exact decimal arithmetic: no float rounding rejects a whole count
+    for text, value in [("2.01k", 2010), ("7M", 7_000_000), ("1e3", 1000), ("2.5G", 2_500_000_000), ("65536", 65536)]:
+        assert parse_overrides([f"train.tokens={text}"])["train.tokens"] == value, text
 
 
 @pytest.mark.parametrize("pair, needle", [
     ("model.fnn=swiglu", "did you mean 'model.ffn'"),
     ("trian.tokens=5", "did you mean 'train.tokens'"),
     ("train.tokens=1.5", "not a valid int"),
-    ("model.tie_embeddings=maybe", "not a valid bool"),
+    ("model.tie_embeddings=maybe", "not a valid bool (true/false, yes/no, on/off, 1/0)"),
     ("optim.lr=fast", "not a valid float"),
+    ("train.tokens=infk", "not a valid int"),  # was an OverflowError traceback
+    ("train.tokens=nan", "not a valid int"),
 ])
 def test_override_errors(pair, needle):
-    with pytest.raises(ValueError, match=needle):
+    with pytest.raises(ValueError, match=re.escape(needle)):
         parse_overrides([pair])
 
 
@@ -40,6 +46,19 @@ def test_json_round_trip_and_diff():
     back = config_from_dict(json.loads(dumps(cfg)))
     assert back == cfg
     assert diff_configs(RunConfig(), cfg) == ["model.ffn: 'moa-glu' → 'relu'", "optim.name: 'adamw' → 'muon'"]
+    broken = json.loads(dumps(cfg))
+    broken["model"]["moe"] = None  # a hand-edited config.json: a one-line error, not an AttributeError
+    with pytest.raises(ValueError, match="config section MoEConfig is NoneType None, not an object"):
+        config_from_dict(broken)
+
+
+@pytest.mark.parametrize("pair", ["model.rope_theta=0", "model.norm_eps=-1", "model.init_std=-0.02",
+                                  "model.rope_theta=inf", "optim.lr=inf", "optim.lr=nan"])
+def test_values_that_would_fail_late_are_refused_up_front(pair):
+    key, value = pair.split("=")
+    with pytest.raises(ValueError, match=f"{key.split('.')[-1]}=") as exc:
+        apply_overrides(RunConfig(), [pair])
+    assert "\n" not in str(exc.value) and value in str(exc.value)
 
 
 def test_validation_errors():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ def _choice(key: str, value, choices) -> None:
 
 
 def _positive(key: str, value, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (value >= 0 if allow_zero else value > 0))
     if not ok:
         raise ValueError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
@@ -181,12 +183,18 @@ _SUFFIX = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "B": 10**9}
 
 
 def _parse_int(text: str) -> int:
+    """``7M``, ``2.01k``, ``1e3``, ``65_536`` → an int, exactly (decimal arithmetic, no float)."""
+    from decimal import Decimal, InvalidOperation
+
     t = text.replace("_", "")
     mult = 1
     if t and t[-1] in _SUFFIX:
         t, mult = t[:-1], _SUFFIX[t[-1]]
-    value = float(t) * mult if mult != 1 else int(t)
-    if value != int(value):
+    try:
+        value = Decimal(t) * mult
+    except InvalidOperation:
+        raise ValueError from None
+    if not value.is_finite() or value != value.to_integral_value():
         raise ValueError
     return int(value)
 
@@ -240,7 +248,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         try:
             out[key] = _parse(text.strip(), hints[key])
         except ValueError:
-            raise ValueError(f"{key}={text!r} is not a valid {_type_name(hints[key])}") from None
+            valid = {"bool": " (true/false, yes/no, on/off, 1/0)",
+                     "int": " (e.g. 65536, 7M, 2.5k, 1e6)"}.get(_type_name(hints[key]).split(" or ")[0], "")
+            raise ValueError(f"{key}={text!r} is not a valid {_type_name(hints[key])}{valid}") from None
     return out
 
 
@@ -262,6 +272,8 @@ def apply_overrides(config, overrides: dict[str, Any] | list[str]):
 
 
 def _from_dict(cls, d: dict):
+    if not isinstance(d, dict):
+        raise ValueError(f"config section {cls.__name__} is {type(d).__name__} {d!r}, not an object")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in d.items():

@@ -70,6 +70,12 @@ class ModelConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ValueError(f"model.{name}={v!r} must be a positive integer")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"model.{name}={v!r} must be a finite number > 0")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"model.tie_embeddings={self.tie_embeddings!r} must be true or false")
         if self.vocab_size is not None and (not isinstance(self.vocab_size, int) or self.vocab_size <= 0):
             raise ValueError(f"model.vocab_size={self.vocab_size!r} must be a positive integer or None")
         if self.d_model % self.n_heads:
