@@ -77,6 +77,9 @@ def test_model_activations_replaces_the_dictionary():
     cfg = apply_overrides(get_preset("debug"), ["model.ffn=moa-glu", "model.activations=relu, gelu,tanh",
                                                 "model.vocab_size=256"])
     assert cfg.model.ffn_config().activations == ("relu", "gelu", "tanh")
+    assert cfg.model.activations == "relu,gelu,tanh"  # one spelling, so equal dictionaries give equal configs
+    assert cfg == apply_overrides(get_preset("debug"), ["model.ffn=moa-glu", "model.activations=relu,gelu,tanh",
+                                                        "model.vocab_size=256"])
     model = Transformer(cfg.model)
     assert model.blocks[0].ffn.config.activations == ("relu", "gelu", "tanh")
     assert model.blocks[0].ffn.gate.out_features == 3

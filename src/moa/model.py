@@ -66,6 +66,8 @@ class ModelConfig:
     moe: MoEConfig = field(default_factory=MoEConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.activations, str):  # one spelling per dictionary: "relu, gelu" is "relu,gelu"
+            object.__setattr__(self, "activations", ",".join(a.strip() for a in self.activations.split(",")))
         for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:

@@ -147,6 +147,8 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path, tiny):
     assert "\n" not in str(exc.value) and "without --resume starts it again" in str(exc.value)
     with pytest.raises(RunDirError, match="already holds a run"):
         train(cfg.replace(seed=cfg.seed + 1), run, progress=False)
+    with pytest.raises(RunDirError, match="stopped before its first checkpoint"):  # the same config given again
+        train(cfg, run, resume=True, progress=False)  # (vocab_size unset in it, filled in the saved one)
     again = train(cfg, run, progress=False)
     fresh = train(cfg, tmp_path / "fresh", progress=False)
     assert again["final_val_loss"] == fresh["final_val_loss"]

@@ -106,6 +106,8 @@ def _prepare_run_dir(cfg: Optional[RunConfig], out: Path, resume: bool, env: D.D
         if not (out / CONFIG).exists():
             raise RunDirError(f"cannot resume {out}: it has no {CONFIG} (not a moa run directory)")
         saved = config_from_dict(read_json(out / CONFIG))
+        if cfg is not None and cfg.model.vocab_size is None:  # filled in from the tokenizer when it started
+            cfg = cfg.replace(model=cfg.model.replace(vocab_size=saved.model.vocab_size))
         if cfg is not None and cfg != saved:
             diffs = "; ".join(diff_configs(saved, cfg)[:4])
             raise RunDirError(f"cannot resume {out} with a different config ({diffs}); drop the overrides or use a new --out")
