@@ -8,8 +8,9 @@ Layout under the cache root (``cache_dir`` → ``$MOA_CACHE_DIR`` → ``~/.cache
                                counts and the id check of a ``tokens:`` source's shards
 
 Every file is written to a unique temporary name in the same folder and moved into place
-with ``os.replace``, so a reader never sees half a file, and two ranks preparing the same
-corpus at once both succeed (the last rename wins; the contents are identical).
+with ``os.replace``, so a reader never sees half a file; a prepared folder is built by one
+process at a time (a lock on it), so processes preparing the same corpus at once all
+succeed, the later ones reading what the first made.
 """
 
 from __future__ import annotations

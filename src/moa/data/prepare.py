@@ -57,9 +57,9 @@ def prepare_data(config: DataConfig, *, workers: Optional[int] = None, progress:
     """Tokenized train/val splits of ``config.source``, built once and then memory-mapped.
 
     workers/progress: passed to :func:`moa.data.pretokenize.pretokenize` for text sources
-    (the result does not depend on them). Under torchrun, call it on rank 0 first and
-    barrier before the other ranks call it: concurrent calls are safe (atomic writes) but
-    would each do the work.
+    (the result does not depend on them). Concurrent calls are safe: one prepares the
+    folder (it holds a lock on it) and the others wait, then read it. Under torchrun rank 0
+    calls it first and the other ranks after a barrier.
     """
     spec = config.source_spec
     if spec.scheme == "tokens":
