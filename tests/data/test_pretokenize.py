@@ -255,6 +255,18 @@ def test_a_damaged_gzip_and_skipped_token_ids_are_one_line_errors(tmp_path):
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     backend.save(str(tmp_path / "tok.json"))
     assert load_hf_tokenizer(str(tmp_path / "tok.json"), "hf:tok").vocab_size == 70001
+    # an hf:PATH file changed after a prepare: the same spelling no longer passes for the same tokenizer
+    small = Tokenizer(models.WordLevel({"a": 0, "b": 1, "<|endoftext|>": 2}, unk_token="a"))
+    small.pre_tokenizer = pre_tokenizers.Whitespace()
+    small.save(str(tmp_path / "small.json"))
+    (tmp_path / "ab.txt").write_text("a b a b b a\n" * 50)
+    config = DataConfig(source=f"text:{tmp_path}/ab.txt", tokenizer=f"hf:{tmp_path}/small.json", val_fraction=0.5)
+    pretokenize(config, tmp_path / "o3")
+    assert pretokenize(config, tmp_path / "o3")["identity"]["tokenizer_file"]  # unchanged: reused
+    small.add_tokens(["c"])
+    small.save(str(tmp_path / "small.json"))
+    with pytest.raises(DataError, match="was prepared with tokenizer_file="):
+        pretokenize(config, tmp_path / "o3")
     (tmp_path / "t.txt").write_text("a b a")
     with pytest.raises(DataError, match="vocab 70001, too large for dtype=uint16"):
         pretokenize(DataConfig(source=f"text:{tmp_path}/t.txt", tokenizer=f"hf:{tmp_path}/tok.json"), tmp_path / "o2",

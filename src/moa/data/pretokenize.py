@@ -127,6 +127,8 @@ def _pretokenize(config: DataConfig, out: Path, workers: Optional[int], shard_to
     dtype = _resolve_dtype(dtype, vocab, config.tokenizer)
     identity = {"format": PREPARED_FORMAT, "source_fingerprint": plan.fingerprint, "tokenizer": config.tokenizer,
                 "shard_tokens": shard_tokens, "dtype": dtype}
+    if hf_tok is not None:  # the same hf:PATH spelling may name a changed file
+        identity["tokenizer_file"] = hf_tok.fingerprint
 
     manifest = read_json(out / MANIFEST)
     state = read_json(out / PROGRESS)
@@ -212,7 +214,9 @@ def check_identity(out: Path, found: Optional[dict], wanted: dict) -> None:
     """DataError naming the first differing setting if ``out`` was prepared differently."""
     if not isinstance(found, dict) or found.get("format") != wanted["format"]:
         raise DataError(f"{str(out)!r} is not a {wanted['format']} folder; delete it or use another --out")
-    for key in ("tokenizer", "source_fingerprint", "shard_tokens", "dtype"):
+    for key in ("tokenizer", "source_fingerprint", "shard_tokens", "dtype", "tokenizer_file"):
+        if key == "tokenizer_file" and (key not in wanted or key not in found):  # folders from before it
+            continue
         if found.get(key) != wanted[key]:
             what = (" (another source or source setting: files, text_field, val_fraction, max_chars)"
                     if key == "source_fingerprint" else "")
