@@ -2,9 +2,10 @@
 
 Each rank is a fresh process (``spawn``) with torchrun's environment variables (RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT on a free port, never a fixed one), so
-code under test takes its real torchrun path. The group is left with a barrier before
-``destroy_process_group`` so no rank exits while another still talks to it. Results come
-back per rank; an exception on any rank fails the call with that rank's traceback.
+code under test takes its real torchrun path. After a success the group is left with a
+barrier before ``destroy_process_group`` so no rank exits while another still talks to it;
+after an error the rank just exits (as under torchrun). Results come back per rank; an
+exception on any rank fails the call with that rank's traceback.
 """
 
 from __future__ import annotations
@@ -36,13 +37,12 @@ def _worker(rank: int, world_size: int, port: int, result_dir: str, fn: Callable
     out = Path(result_dir) / f"rank{rank}.pkl"
     try:
         result = ("ok", fn(rank, *args))
-    except BaseException:  # report, then re-raise so the process exits non-zero
-        out.write_bytes(pickle.dumps(("error", traceback.format_exc())))
+    except BaseException:  # report, then re-raise so the process exits non-zero (no barrier: see
+        out.write_bytes(pickle.dumps(("error", traceback.format_exc())))  # moa.train.loop.train)
         raise
-    finally:
-        if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
     out.write_bytes(pickle.dumps(result))
 
 

@@ -54,12 +54,11 @@ def replicated_group(parallel: str, env: DistEnv):
     return dist.group.WORLD if parallel == "ddp" and env.distributed else None
 
 
-def shutdown(env: DistEnv, barrier: bool = True) -> None:
-    """Barrier (unless ``barrier=False``: after an error), then destroy the group, so no rank
-    exits while others still talk to it."""
+def shutdown(env: DistEnv) -> None:
+    """Barrier, then destroy the group, so no rank exits while others still talk to it
+    (after a success only: see :func:`moa.train.loop.train`)."""
     if env.distributed and dist.is_initialized():
-        if barrier:
-            dist.barrier()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -141,8 +141,8 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
 
     ``stop_after``: stop after that many optimizer steps of this invocation, as if the
     process had been killed (no final checkpoint or summary); used to test resume.
-    Under torchrun, joins the process group and leaves it (barrier first) at the end; on an
-    error, leaves it at once.
+    Under torchrun, joins the process group and leaves it (barrier first) at the end; after
+    an error it leaves the group alone and lets the exception end the process.
     """
     device, autocast_dtype = resolve_device(cfg if cfg is not None else config_from_dict(read_json(Path(out_dir) / CONFIG)))
     env = D.init_distributed(device.type)
@@ -150,9 +150,10 @@ def train(cfg: Optional[RunConfig], out_dir, *, resume: bool = False, progress: 
         summary = _train(cfg, Path(out_dir), resume, progress, stop_after, device, autocast_dtype, env,
                          init_state=init_state)
     except BaseException:
-        # no barrier: a rank failing alone (e.g. out of memory) would pair it with the others'
-        # pending collectives and hang them until the timeout; exiting lets torchrun stop the job
-        D.shutdown(env, barrier=False)
+        # leave the group as it is: a barrier would pair with the others' pending collectives
+        # (a rank failing alone, e.g. out of memory) and hang them until the timeout, and
+        # destroying a group a peer is still using may block as well; this process exits, its
+        # connections close, the peers' collectives fail and torchrun stops the job
         raise
     D.shutdown(env)
     return summary
