@@ -1,6 +1,7 @@
 """The moa CLI: commands work, and every user error is one line naming the bad value."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,7 @@ def test_train_resume_sample_and_resume_errors(capsys, tmp_path, text_dir):
     assert main(["train", *TINY, "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "val" in text and "bits/byte" in text and str(out) in text
+    assert re.search(r"s wall, [0-9,]+ tokens/s", text), text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 10
     # a finished run resumes to the same summary

@@ -102,16 +102,14 @@ def run(args) -> int:
 
 
 def print_summary(out: Path, s: dict) -> None:
+    from moa.utils.timing import format_rate
+
     print(f"""
 run        {out}
 ffn        {s['ffn']}   tokenizer {s['tokenizer']} (vocab {s['vocab_size']})
 params     {s['params_total']:,} total, {s['params_non_embedding']:,} non-embedding
-trained    {s['tokens']:,} tokens in {s['steps']} steps, {s['wall_s']:.1f} s wall, {_rate(s['tokens_per_s'])} tokens/s
+trained    {s['tokens']:,} tokens in {s['steps']} steps, {s['wall_s']:.1f} s wall, {format_rate(s['tokens_per_s'])} tokens/s
 val        loss {s['final_val_loss']:.4f} nats/token, {s['final_val_bpb']:.4f} bits/byte ({s['val_tokens']:,} tokens)
 files      {' '.join(sorted(p.name + ('/' if p.is_dir() else '') for p in out.iterdir()))}
 next       moa sample {out} --prompt "def "
 """.rstrip())
-
-
-def _rate(tokens_per_s) -> str:
-    return "—" if tokens_per_s is None else f"{tokens_per_s:,.0f}"

@@ -37,6 +37,7 @@ from moa.experiments.lr_search import SEARCH_SEED_BASE, report_seeds, search_lr,
 from moa.experiments.stats import paired_summary
 from moa.experiments.sweep import Runner, RunResult, mean_std
 from moa.nn import FFN_PRESETS
+from moa.utils.timing import format_rate
 
 DEFAULT_VARIANTS = ("swiglu", "la-glu", "moa-glu", "relu", "la-mlp", "moa-mlp")
 #: version of the protocol above written into results.json; files without it used protocol 1
@@ -199,7 +200,7 @@ def results_table(results: dict) -> str:
             mde = f"{d['mde80']:.4f}"
         active = f" {v.get('params_active', v['params_total']):,} |" if moe else ""
         lines.append(f"| {name} | {v['params_total']:,} |{active} {v['params_non_embedding']:,} | {v['best_lr']:.3g}{edge} | "
-                     f"{loss} | {bpb} | {delta} | {mde} | {_rate(v['tokens_per_s'])} |")
+                     f"{loss} | {bpb} | {delta} | {mde} | {format_rate(v['tokens_per_s'])} |")
     lines += ["",
               f"Δ: per report seed, variant − {first} (negative: the variant is better); 95% CI: Student t over the "
               f"{n} paired seed(s). MDE: the smallest true Δ a two-sided paired t test (α = 0.05) detects with 80% "
@@ -228,9 +229,6 @@ def _tokens(results: dict, prefix: str) -> str:
         return f"{asked:,} tokens"
     return f"{trained:,} tokens ({asked:,} asked, in whole steps of {results['tokens_per_step']:,})"
 
-
-def _rate(tokens_per_s) -> str:
-    return "—" if tokens_per_s is None else f"{tokens_per_s:,.0f}"
 
 
 def _edge_note(results: dict) -> list[str]:
