@@ -102,7 +102,7 @@ def run(args) -> int:
 
 
 def print_summary(out: Path, s: dict) -> None:
-    from moa.utils.timing import format_rate
+    from moa.train.records import format_rate
 
     print(f"""
 run        {out}

@@ -37,7 +37,7 @@ from moa.experiments.lr_search import SEARCH_SEED_BASE, report_seeds, search_lr,
 from moa.experiments.stats import paired_summary
 from moa.experiments.sweep import Runner, RunResult, mean_std
 from moa.nn import FFN_PRESETS
-from moa.utils.timing import format_rate
+from moa.train.records import format_rate
 
 DEFAULT_VARIANTS = ("swiglu", "la-glu", "moa-glu", "relu", "la-mlp", "moa-mlp")
 #: version of the protocol above written into results.json; files without it used protocol 1

@@ -21,6 +21,11 @@ import torch
 METRICS, SUMMARY, CONFIG, ENVIRONMENT = "metrics.jsonl", "summary.json", "config.json", "environment.json"
 
 
+def format_rate(tokens_per_s: float | None) -> str:
+    """Tokens/s for a table or summary line: thousands separated, "—" where none was measured."""
+    return "—" if tokens_per_s is None else f"{tokens_per_s:,.0f}"
+
+
 def git_commit() -> str:
     """Commit of the moa source tree (``+dirty`` when it has uncommitted changes)."""
     here = Path(__file__).resolve().parent

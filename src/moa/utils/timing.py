@@ -25,8 +25,3 @@ def interleaved_median(steps: Sequence[Callable[[], object]], reps: int, device:
             sync(device)
             times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
-
-
-def format_rate(tokens_per_s: float | None) -> str:
-    """Tokens/s for a table or summary line: thousands separated, "—" where none was measured."""
-    return "—" if tokens_per_s is None else f"{tokens_per_s:,.0f}"

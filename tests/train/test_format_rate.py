@@ -1,6 +1,6 @@
 """Shared formatting of measured rates in summaries and tables."""
 
-from moa.utils.timing import format_rate
+from moa.train.records import format_rate
 
 
 def test_format_rate_separates_thousands_and_marks_a_missing_rate():
