@@ -17,13 +17,20 @@ def positions(n: int) -> np.ndarray:
 
 
 def test_windows_and_shapes():
-    batcher = TokenBatcher(positions(100), seq_len=L, batch_size=B, seed=0)
-    assert batcher.windows == (100 - 1) // L == 12
-    x, y = batcher.batch(0)
-    assert x.shape == y.shape == (B, L) and x.dtype == y.dtype == torch.int64
-    assert torch.equal(y, x + 1)  # the targets are the inputs shifted by one
-    assert torch.all(x[:, 0] % L == 0)  # windows start on the stride
-    assert int(y.max()) <= 99  # the last target exists
+    # 12·L tokens hold 11 full windows with their shifted targets, not 12: the 12th window's
+    # last target would be token 12·L, one past the end
+    n = 12 * L
+    batcher = TokenBatcher(positions(n), seq_len=L, batch_size=B, seed=0)
+    assert batcher.windows == (n - 1) // L == 11
+    starts = set()
+    for step in range(4):  # 24 windows: every one of the 11 is drawn
+        x, y = batcher.batch(step)
+        assert x.shape == y.shape == (B, L) and x.dtype == y.dtype == torch.int64
+        assert torch.equal(y, x + 1)  # the targets are the inputs shifted by one
+        assert torch.all(x[:, 0] % L == 0)  # windows start on the stride
+        assert int(y.max()) <= n - 1  # the last target exists
+        starts |= set(x[:, 0].tolist())
+    assert starts == {i * L for i in range(11)}
 
 
 def test_targets_are_shifted_inputs_on_real_data(text_corpus, cache_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -57,7 +58,7 @@ def test_keyword_only_frozen_and_defaults():
     assert (config.source, config.tokenizer, config.val_fraction) == ("stdlib", "bytes", 0.05)
     with pytest.raises(TypeError):
         DataConfig("stdlib")  # keyword-only
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.source = "text:x"  # frozen
     assert config.replace(tokenizer="bpe:512").tokenizer_spec.vocab == 512
 

@@ -60,6 +60,7 @@ def test_training_streams_prepared_shards_and_resumes_exactly(prepared, tmp_path
     full = train(cfg, tmp_path / "full", progress=False)
     train(cfg, tmp_path / "cut", progress=False, stop_after=10)  # "killed" after step 10; checkpoint at 8
     resumed = train(None, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["resumed_from_step"] == 8  # it did resume, from the step-8 checkpoint
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert [e["step"] for e in a] == [e["step"] for e in b]
     for ea, eb in zip(a, b):

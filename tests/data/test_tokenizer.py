@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import torch
 import moa.data.pretokenize as pretokenize_module
 import moa.data.tokenizer as tokenizer_module
 from moa.data import ByteTokenizer, DataConfig, DataError, count_utf8_bytes, prepare_data
-from moa.data.sources import stdlib_root
+from moa.data.sources import iter_documents, plan_source, stdlib_root
 from moa.data.tokenizer import EOS_TEXT, load_hf_tokenizer
 
 SAMPLE = "héllo €"  # 1 + 2 + 1 + 1 + 1 + 1 + 3 = 10 UTF-8 bytes
@@ -96,6 +96,11 @@ def test_bpe_is_trained_on_the_training_split_only(text_corpus, cache_dir, bpe_d
     everything = [p.read_text() for p in sorted(text_corpus.rglob("*.py"))]
     leaky = tokenizer_module.train_bpe(everything, 384)
     assert leaky.to_str() != bpe_data.tokenizer.backend.to_str()
+    # and it is the vocabulary of exactly the training documents, in stream order
+    plan = plan_source(DataConfig(source=f"text:{text_corpus}", tokenizer="bpe:384", cache_dir=cache_dir))
+    train_docs = [doc for is_val, doc in iter_documents(plan) if not is_val]
+    assert 0 < len(train_docs) < len(everything)
+    assert tokenizer_module.train_bpe(train_docs, 384).to_str() == bpe_data.tokenizer.backend.to_str()
 
 
 def test_long_documents_are_cut_without_changing_ids(bpe_data, monkeypatch):
@@ -120,12 +125,19 @@ def test_hf_tokenizer_from_a_local_file_and_folder(bpe_data, tmp_path):
         assert count_utf8_bytes(tok, tok.encode(SAMPLE)) == 10
 
 
-def test_hf_tokenizer_errors_name_the_path(tmp_path):
+def test_hf_tokenizer_errors_name_the_path(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="does not exist"):
         load_hf_tokenizer(str(tmp_path / "nowhere"), "hf:nowhere")
-    if importlib.util.find_spec("transformers") is None:
-        with pytest.raises(DataError, match="has no tokenizer.json"):
-            load_hf_tokenizer(str(tmp_path), "hf:folder")
+    # a folder without tokenizer.json, with transformers (which fails with a multi-line
+    # error naming no path) and without it
+    with pytest.raises(DataError, match="has no tokenizer.json and transformers could not") as info:
+        load_hf_tokenizer(str(tmp_path), "hf:folder")
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
+    with pytest.raises(DataError, match="has no tokenizer.json .install transformers") as info:
+        load_hf_tokenizer(str(tmp_path), "hf:folder")
+    assert str(tmp_path) in str(info.value)
+    monkeypatch.undo()
     bad = tmp_path / "tokenizer.json"
     bad.write_text("{}")
     with pytest.raises(DataError, match="not a tokenizers JSON file") as info:

@@ -82,7 +82,7 @@ def test_a_compare_experiment_is_read_at_each_variants_chosen_lr(tmp_path, capsy
         search = next(line for line in text.splitlines() if line.startswith(f"| {variant}-search |"))
         best = v["lr_search_per_seed"][f"{v['best_lr']:.6g}"]
         assert search.split("|")[2].strip() == f"s1000: {best[0]:.4f}"  # the search seed at the chosen LR only
-    assert "MoA runs with gate statistics" in text  # moa-glu report + search runs: 3 with gates
+    assert "over the 3 MoA runs with gate statistics" in text  # moa-glu report + search runs
     # every LR of the search, one variant, own file name
     assert main([str(out), "--all-lrs", "--variants", "moa-glu", "--name", "moa"]) == 0
     rows = [line.split("|")[1].strip() for line in (out / "moa.md").read_text().splitlines() if line.startswith("| moa")]

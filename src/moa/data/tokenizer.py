@@ -261,7 +261,11 @@ def load_hf_tokenizer(raw_path: str, spec: str) -> HFTokenizer:
         from transformers import AutoTokenizer
     except ImportError:
         raise DataError(f"tokenizer={spec!r}: {str(path)!r} has no tokenizer.json (install transformers to load other formats)") from None
-    hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # OSError/ValueError with multi-line advice, naming no path
+        raise DataError(f"tokenizer={spec!r}: {str(path)!r} has no tokenizer.json and transformers could not "
+                        f"load a tokenizer from it ({first_line(e)})") from None
     if not getattr(hf, "is_fast", False):
         raise DataError(f"tokenizer={spec!r}: transformers loaded only a slow tokenizer from {str(path)!r}; a fast one is needed")
     return HFTokenizer(hf.backend_tokenizer, spec, path=str(path))
