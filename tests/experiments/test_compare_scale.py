@@ -148,7 +148,7 @@ def test_scale_writes_fit_plot_and_multipliers(tmp_path, capsys):
         assert len(f["points"]) == 3 and f["ci95"]["alpha"] is not None
         assert len(f["compute_multiplier_vs_baseline"]) == 3
     # tiny runs give noisy points (often no power law at all), so only the form is checked
-    # here; the maths is tested above
+    # here; the maths and its wiring: test_compute_multipliers_on_an_exact_power_law
     base_degenerate = res["fits"]["swiglu"]["degenerate"]
     for f in res["fits"].values():
         assert f["degenerate"] == (f["A"] <= 0 or not 1.01e-3 < f["alpha"] < 0.99 * 3.0)
@@ -365,3 +365,34 @@ def test_a_report_seed_that_diverges_is_shown_not_averaged_away(tmp_path, capsys
     table = (out / "results.md").read_text()
     assert "| moa-glu |" in table and "diverged on seed(s) 1 | diverged on seed(s) 1 | — | — |" in table
     assert "after 1,920 tokens (2,000 asked, in whole steps of 128)" in table and "(edge)" not in table
+
+
+def test_compute_multipliers_on_an_exact_power_law():
+    """The scale wiring: each variant's mean loss is placed on the baseline's L(N) and C(N)
+    fits and divided by the variant's own FLOPs (a cheaper or a better variant, exactly)."""
+    from moa.experiments.scale import compute_multipliers
+
+    def loss(n):
+        return 1.0 + 10.0 * n ** -0.5
+
+    def flops(n):
+        return 120.0 * n * n  # 6·N FLOPs per token, 20·N tokens
+
+    sizes = [1e4, 4e4, 1.6e5, 6.4e5]
+    base = [{"params_non_embedding": n, "val_loss_per_seed": [loss(n) - 1e-3, loss(n) + 1e-3],
+             "train_flops": flops(n)} for n in sizes]
+    runs = {"base": base,
+            # same loss at twice the FLOPs: the baseline needs half the compute
+            "costly": [dict(e, train_flops=2 * e["train_flops"]) for e in base],
+            # the baseline's loss at 2N for the baseline's FLOPs at N: it needs C(2N)/C(N) = 4×
+            "better": [dict(e, val_loss_per_seed=[loss(2 * e["params_non_embedding"])]) for e in base]}
+    fit, mult = compute_multipliers({e["params_non_embedding"]: e["val_loss_per_seed"] for e in base}, runs, "base")
+    assert fit.beta == pytest.approx(2.0) and fit.log_c == pytest.approx(math.log(120.0))
+    for variant, expected in (("base", 1.0), ("costly", 0.5), ("better", 4.0)):
+        assert list(mult[variant]) == [str(n) for n in sizes]
+        for n, m in mult[variant].items():
+            assert m == pytest.approx(expected, rel=1e-3), (variant, n, m)
+    # a baseline without a power law (flat losses) gives no multiplier at all
+    flat = {n: [1.5, 1.5] for n in sizes}
+    _, mult = compute_multipliers(flat, runs, "base")
+    assert all(m is None for per in mult.values() for m in per.values())

@@ -37,11 +37,25 @@ def test_hierarchy_holds_with_margin(tiny):
 
 
 def test_numbers_come_from_training(tiny):
-    _, res = tiny
+    out, res = tiny
     assert len(res["runs"]) == 2 * len(VARIANTS) * 1 * 2
+    curves = {}
+    for line in (out / METRICS).read_text().splitlines():
+        c = json.loads(line)
+        curves[c["target"], c["variant"], c["width"], c["seed"]] = c["curve"]
     for r in res["runs"]:
         assert math.isfinite(r["floor"]) and 0 < r["floor"] <= r["final"] + 1e-12 and not r["diverged"]
         assert math.isfinite(r["test_mse"])
+        # the numbers are the recorded loss curve's: it ends at the final loss, never dips
+        # below the floor, and training at least halved the loss it started from
+        curve = curves[r["target"], r["variant"], r["width"], r["seed"]]
+        assert curve[-1] == [TINY["steps"], r["final"]] and curve[0][0] == 0
+        assert r["floor"] <= min(v for _, v in curve) and r["floor"] < 0.5 * curve[0][1], r
+    # the summary is the mean over seeds of these floors
+    for t in ("A", "B"):
+        for v in VARIANTS:
+            floors = [r["floor"] for r in res["runs"] if (r["target"], r["variant"]) == (t, v)]
+            assert len(floors) == 2 and math.isclose(res["summary"][t][v]["16"]["mean"], sum(floors) / 2)
     # relu/gelu/silu have a linear odd part, so they cannot beat the least-squares bound
     bounds = {(b["target"], b["seed"]): b["odd_bound"] for b in res["bounds"]}
     for r in res["runs"]:

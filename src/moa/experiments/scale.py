@@ -150,15 +150,9 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
         fits[variant] = {"E": fit.E, "A": fit.A, "alpha": fit.alpha, "rmse": fit.rmse, "ci95": ci,
                          "degenerate": fit.degenerate, "points": {str(n): mean_std(v) for n, v in sorted(pts.items())}}
     base_name = sc.variants[0]
-    base_pts = points[base_name]
-    base_fit = fit_power_law(sorted(base_pts), [float(np.mean(base_pts[n])) for n in sorted(base_pts)])
-    base_compute = fit_compute([e["params_non_embedding"] for e in runs[base_name]],
-                               [e["train_flops"] for e in runs[base_name]])
-    for variant in sc.variants:  # none off a degenerate baseline fit: it would read as ∞× or 0×
-        fits[variant]["compute_multiplier_vs_baseline"] = {
-            str(e["params_non_embedding"]): None if base_fit.degenerate else compute_multiplier_flops(
-                base_fit, base_compute, float(np.mean(e["val_loss_per_seed"])), e["train_flops"])
-            for e in runs[variant]}
+    base_compute, multipliers = compute_multipliers(points[base_name], runs, base_name)
+    for variant in sc.variants:
+        fits[variant]["compute_multiplier_vs_baseline"] = multipliers[variant]
     results = {"baseline": base_name, "sizes": sizes, "tokens_per_param": sc.tokens_per_param, "seeds": sc.seeds,
                "report_seeds": report_seeds(sc.seeds), "search_seeds": search_seeds(sc.search_seeds) if sc.tune_lr else [],
                "baseline_compute_fit": {"log_c": base_compute.log_c, "beta": base_compute.beta},
@@ -168,6 +162,25 @@ def run_scale(base: RunConfig, sc: ScaleConfig, out_dir, progress: bool = False,
     (out / "scaling.md").write_text(scaling_table(results) + "\n")
     plot_scaling(points, fits, out / "scaling.png")
     return results
+
+
+def compute_multipliers(base_points: dict, runs: dict, base_name: str):
+    """(the baseline's C(N) fit, {variant: {str(N): multiplier}}) for every variant in ``runs``.
+
+    ``base_points`` maps the baseline's sizes N to its per-seed final losses; ``runs`` maps a
+    variant to its entries (``params_non_embedding``, ``val_loss_per_seed``, ``train_flops``).
+    A multiplier is the baseline's training FLOPs to reach the variant's mean loss (on the
+    baseline's fitted L(N) and C(N)) over the variant's own FLOPs; None for every variant
+    when the baseline's fit is degenerate (it would read as ∞× or 0×).
+    """
+    ns = sorted(base_points)
+    base_fit = fit_power_law(ns, [float(np.mean(base_points[n])) for n in ns])
+    base_compute = fit_compute([e["params_non_embedding"] for e in runs[base_name]],
+                               [e["train_flops"] for e in runs[base_name]])
+    return base_compute, {
+        variant: {str(e["params_non_embedding"]): None if base_fit.degenerate else compute_multiplier_flops(
+            base_fit, base_compute, float(np.mean(e["val_loss_per_seed"])), e["train_flops"]) for e in entries}
+        for variant, entries in runs.items()}
 
 
 def scaling_table(results: dict) -> str:
