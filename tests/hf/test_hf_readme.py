@@ -32,6 +32,7 @@ def test_readme_block_has_every_feature():
 @pytest.mark.slow
 def test_readme_hugging_face_commands_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    printed = []
     for line in readme_commands():
         args = shlex.split(line, comments=True)
         if args[0] == "moa":
@@ -40,5 +41,9 @@ def test_readme_hugging_face_commands_run(tmp_path, monkeypatch):
             assert args[0] == "python", line
             res = subprocess.run([sys.executable, *args[1:]], capture_output=True, text=True, timeout=600)
             assert res.returncode == 0, (line, res.stderr[-2000:])
+            printed.append(res.stdout)
+    # the exported model generates from the prompt, and loads as moa's class without moa
+    assert len(printed) == 2 and printed[0].startswith("def ") and len(printed[0].rstrip("\n")) > len("def ")
+    assert printed[1].strip() == "MoaForCausalLM"
     assert (tmp_path / "hf/swiglu-moa/modeling_moa.py").exists()
     assert (tmp_path / "runs/swiglu-moa/summary.json").exists()
