@@ -207,10 +207,13 @@ def test_autocast_bf16_forward_backward():
         y, grads = _run(ffn, x)
     y_ref, grads_ref = _run(ref, x)
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), y_ref, rtol=0.05, atol=0.05 * y_ref.abs().max().item())
-    for (name, p), a, b in zip(ffn.named_parameters(), grads[1:], grads_ref[1:]):
-        assert a.dtype == p.dtype, name
-        assert (a - b).norm() <= 0.05 * b.norm(), name
+    assert (y.float() - y_ref).abs().max() <= 2e-2 * y_ref.abs().max()
+    # measured here (interpreter): y, x and the matrices within 1%, the gate bias 3.4%
+    names = ["x", *(name for name, _ in ffn.named_parameters())]
+    for name, a, b in zip(names, grads, grads_ref):
+        assert a.dtype == torch.float32, name  # x and every parameter are fp32 here
+        bound = 6e-2 if name.startswith("gate") else 2e-2
+        assert (a - b).norm() <= bound * b.norm(), (name, ((a - b).norm() / b.norm()).item())
 
 
 def test_opcheck_custom_op():

@@ -49,14 +49,25 @@ def test_tied_embedding_counted_once():
 
 
 def test_muon_step_updates_hidden_matrices():
+    """A hidden matrix takes torch.optim.Muon's step (not only the weight decay, which alone
+    would also change it) with the config's lr, momentum and decay."""
+    cfg = OptimConfig(name="muon")
     m = model()
-    opts = build_optimizers(m, OptimConfig(name="muon"))
-    before = m.blocks[0].ffn.w1.weight.detach().clone()
+    opts = build_optimizers(m, cfg)
+    w1 = m.blocks[0].ffn.w1.weight
+    muon = [o for o in opts if type(o).__name__ == "Muon"]
+    assert len(muon) == 1 and any(p is w1 for g in muon[0].param_groups for p in g["params"])
     x = torch.randint(0, 64, (2, 8))
     m(x).float().square().mean().backward()
+    ref = torch.nn.Parameter(w1.detach().clone())
+    ref.grad = w1.grad.clone()
+    torch.optim.Muon([ref], lr=cfg.lr, momentum=cfg.muon_momentum, weight_decay=cfg.weight_decay,
+                     adjust_lr_fn="match_rms_adamw").step()
+    decayed = w1.detach() * (1 - cfg.lr * cfg.weight_decay)
     for o in opts:
         o.step()
-    assert not torch.equal(before, m.blocks[0].ffn.w1.weight)
+    assert torch.equal(w1.detach(), ref.detach())
+    assert (w1.detach() - decayed).abs().max() > 0.1 * cfg.lr  # more than the decay: an orthogonalised step
 
 
 def test_schedules():
