@@ -3,6 +3,7 @@
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from moa.nn import FFNConfig, build_ffn
 from moa.nn import ffn as ffn_module
@@ -123,7 +124,9 @@ def test_compiled_triton_ffn_matches_eager_bf16(device):
     fast, _ = _pair(CASES[1], d, m, device)
     x = torch.randn(n, d, device=device)
     y, g = _step(fast, x, autocast=True)
-    yc, gc = _step(torch.compile(fast, fullgraph=True), x, autocast=True)
+    counter = CompileCounterWithBackend("inductor")
+    yc, gc = _step(torch.compile(fast, backend=counter, fullgraph=True), x, autocast=True)
+    assert counter.frame_count == 1  # it really ran compiled
     assert rel_err(yc, y) < 1e-2
     for a, b in zip(gc, g):
         assert rel_err(a, b) < 2e-2

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from moa.nn import build_ffn, ffn_config
 
@@ -22,7 +23,9 @@ def _check(name, **overrides):
     x = torch.randn(3, 8, 32)
     y, g = _run(ffn, x)
     ffn.zero_grad(set_to_none=True)
-    yc, gc = _run(torch.compile(ffn, fullgraph=True), x)
+    counter = CompileCounterWithBackend("inductor")
+    yc, gc = _run(torch.compile(ffn, backend=counter, fullgraph=True), x)
+    assert counter.frame_count == 1  # it really ran compiled
     torch.testing.assert_close(yc, y, rtol=1e-5, atol=1e-6)
     for a, b in zip(gc, g):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

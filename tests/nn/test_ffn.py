@@ -150,7 +150,8 @@ def test_function_preserving_init_equals_baseline(kind, norm):
         fresh = build_ffn(FFNConfig(kind=kind, mixing="moa", activations=acts, gate_norm=norm, init=act), D)
         w = fresh.mixing_weights(torch.randn(3, D))
         assert w.shape == (3, 1, 4)
-        torch.testing.assert_close(w[..., j], torch.ones(3, 1), atol=1e-12, rtol=0)
+        one_hot = torch.nn.functional.one_hot(torch.tensor(j), 4).to(w.dtype).expand(3, 1, 4)
+        torch.testing.assert_close(w, one_hot, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["mlp", "glu"])

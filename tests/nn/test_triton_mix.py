@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu":  # must precede the first import of moa.nn.triton_kernels (triton.jit reads it)
@@ -182,8 +183,16 @@ def test_ffn_matches_reference(case, dtype):
 
 
 @pytest.mark.parametrize("preset", ["moa-glu", "moa-mlp", "la-glu", "la-mlp"])
-def test_zero_tokens(preset):
+def test_zero_tokens(preset, monkeypatch):
     """An empty batch: (0, D) out, zero gradients (a sum over no tokens), no kernel launch."""
+    from moa.nn import triton_kernels
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            raise AssertionError(f"a kernel was launched on an empty batch (grid {grid})")
+
+    for kernel in ("_mix_fwd_kernel", "_mix_bwd_rows_kernel", "_mix_bwd_shared_kernel"):
+        monkeypatch.setattr(triton_kernels, kernel, NoLaunch())
     ffn, _ = _pair(dict(kind=preset.split("-")[1], mixing=preset.split("-")[0], activations=DICT, hidden_dim=36),
                    torch.float64)
     for shape in ((0, D), (2, 0, D)):
@@ -232,7 +241,9 @@ def test_compiled_matches_eager():
     ffn, _ = _pair(case, torch.float32)
     x = torch.randn(2, 3, D, generator=torch.Generator().manual_seed(4)).to(DEVICE)
     y, grads = _run(ffn, x)
-    yc, grads_c = _run(torch.compile(ffn, fullgraph=True), x)
+    counter = CompileCounterWithBackend("inductor")
+    yc, grads_c = _run(torch.compile(ffn, backend=counter, fullgraph=True), x)
+    assert counter.frame_count == 1  # it really ran compiled
     torch.testing.assert_close(yc, y, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_c, grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -248,9 +259,13 @@ def test_activation_without_kernel_formula_is_one_line_error(monkeypatch):
     with pytest.raises(ValueError, match="'elu' has no Triton kernel formula"):
         mix_project_triton(z, torch.ones(2), ("relu", "elu"), torch.randn(3, 4, device=DEVICE))
     assert not triton_supports(("relu", "elu")) and triton_supports(DICT)
-    # auto: the fused path for such a dictionary (and on CPU)
-    ffn = build_ffn(FFNConfig(mixing="moa", activations=("relu", "elu"), hidden_dim=8), 4)
-    assert ffn.config.impl == "auto" and ffn(torch.randn(3, 4)).shape == (3, 4)
+    # auto: the fused path for such a dictionary (and on CPU), computing the reference's function
+    ffn = _randomise(build_ffn(FFNConfig(mixing="moa", activations=("relu", "elu"), hidden_dim=8), 4)).double()
+    ref = build_ffn(FFNConfig(mixing="moa", activations=("relu", "elu"), hidden_dim=8, impl="reference"), 4).double()
+    ref.load_state_dict(ffn.state_dict())
+    x = torch.randn(3, 4, dtype=torch.float64)
+    assert ffn.config.impl == "auto"
+    torch.testing.assert_close(ffn(x), ref(x), rtol=1e-12, atol=1e-12)
 
 
 def test_impl_choices_validated():
