@@ -62,11 +62,13 @@ def close(a, b, tol):
     return abs(a - b) <= tol * abs(b)
 
 
-def assert_same_run(a, b, tol=1e-5):
-    """Run ``a`` reports and holds what run ``b`` does, to ``tol`` relative."""
+def assert_same_run(a, b, tol=1e-9):
+    """Run ``a`` reports and holds what run ``b`` does, to ``tol`` relative (float64 runs:
+    measured here, the weights of every mode, Muon's included, agree to ~3e-16)."""
     ta, tb = events(a, "train", "step", "train_loss"), events(b, "train", "step", "train_loss")
     assert [s for s, _ in ta] == [s for s, _ in tb] == list(range(1, STEPS + 1))
-    assert all(close(x, y, tol) for (_, x), (_, y) in zip(ta, tb)), (ta, tb)
+    # the logged training loss is all-reduced and written in fp32: equal to its rounding
+    assert all(close(x, y, max(tol, 3e-7)) for (_, x), (_, y) in zip(ta, tb)), (ta, tb)
     ea, eb = events(a, "eval", "step", "val_loss", "val_bpb"), events(b, "eval", "step", "val_loss", "val_bpb")
     assert [e[0] for e in ea] == [e[0] for e in eb] == EVAL_STEPS
     assert all(close(x, y, tol) for ra, rb in zip(ea, eb) for x, y in zip(ra[1:], rb[1:])), (ea, eb)
@@ -78,7 +80,7 @@ def assert_same_run(a, b, tol=1e-5):
     wa, wb = final_weights(a), final_weights(b)
     assert wa.keys() == wb.keys()
     for k in wa:
-        rel = (wa[k].float() - wb[k].float()).norm() / wb[k].float().norm().clamp_min(1e-12)
+        rel = (wa[k].double() - wb[k].double()).norm() / wb[k].double().norm().clamp_min(1e-300)
         assert rel <= tol, (k, rel.item())
 
 
