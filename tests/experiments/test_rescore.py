@@ -47,3 +47,10 @@ def test_rescore_on_the_whole_split_pairs_seeds_and_writes_its_table(compared, c
 def test_rescore_rejects_a_bad_token_count(compared):
     with pytest.raises(ValueError, match="eval_tokens=0 must be a positive integer"):
         rescore(compared, eval_tokens=0)
+
+
+def test_rescore_cli_errors_are_one_line(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no results.json" in err and str(tmp_path) in err and "\n" not in err
+

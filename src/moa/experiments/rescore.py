@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,8 @@ def rescore(compare_dir, eval_tokens: Optional[int] = None) -> dict:
     from moa.train.runs import load_run
 
     out = Path(compare_dir)
+    if not (out / "results.json").is_file():
+        raise FileNotFoundError(f"{str(out)!r} holds no results.json; give the --out folder of a finished moa compare")
     results = json.loads((out / "results.json").read_text())
     if eval_tokens is not None and (not isinstance(eval_tokens, int) or eval_tokens < 1):
         raise ValueError(f"eval_tokens={eval_tokens!r} must be a positive integer (or None: the whole val split)")
@@ -41,7 +44,7 @@ def rescore(compare_dir, eval_tokens: Optional[int] = None) -> dict:
         losses, bpbs = [], []
         for rel in v["run_dirs"]:
             model, tok, cfg = load_run(out / rel)
-            key = (json.dumps(cfg.data.__dict__, sort_keys=True, default=str), cfg.train.seq_len)
+            key = (cfg.data, cfg.train.seq_len)
             if key not in cache:
                 val = prepare_data(cfg.data).val_tokens
                 n = len(val) if eval_tokens is None else eval_tokens
@@ -89,7 +92,11 @@ def main(argv=None) -> int:
     p.add_argument("compare_dir")
     p.add_argument("--eval-tokens", type=int, default=None, help="val tokens to score (default: the whole split)")
     args = p.parse_args(argv)
-    res = rescore(args.compare_dir, args.eval_tokens)
+    try:
+        res = rescore(args.compare_dir, args.eval_tokens)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(rescore_table(res))
     return 0
 
